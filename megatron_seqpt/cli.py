@@ -1,0 +1,59 @@
+"""The ``seqpt`` command. Each subcommand lives in its own module, imported only when it runs,
+so ``seqpt --help`` answers at once instead of after loading torch and megatron-core."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("megatron_seqpt.commands.config_cmd",
+               "print a config fully resolved (YAML + overrides), or say what is wrong with it"),
+    "env": ("megatron_seqpt.commands.env_cmd",
+            "show what this machine and launcher provide (CUDA, transformer-engine, apex, ranks)"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqpt",
+        description="Sequential pre-training of multilingual MLM encoders and T5 models on "
+                    "megatron-core.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<16} {help_}"
+                                         for name, (_, help_) in COMMANDS.items())
+               + "\n\nRun 'seqpt COMMAND --help' for a command's options.")
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {importlib.import_module('megatron_seqpt').__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_parser().parse_args(argv[:1] or ["--help"])
+        return 2
+    name = argv[0]
+    module_name, help_ = COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"seqpt {name}", description=help_)
+    module = importlib.import_module(module_name)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    from megatron_seqpt.errors import UserError
+
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"seqpt {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seqpt {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The run configuration: one typed dataclass per concern.
+
+Every field has a default that runs on a laptop CPU; examples/configs/ holds real sizes.
+Each section checks itself in ``validate()``; the loader adds the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from megatron_seqpt.config.loader import ConfigError
+
+
+@dataclass
+class StackConfig:
+    """One transformer stack (the encoder, or the T5 decoder)."""
+
+    num_layers: int = 2
+    ffn_hidden_size: int = 512
+    num_attention_heads: int = 4
+
+    def validate(self) -> None:
+        for name in ("num_layers", "ffn_hidden_size", "num_attention_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", key=name)
+
+
+@dataclass
+class ModelConfig:
+    """Model shape. The T5 decoder shares ``hidden_size`` with the encoder (cross-attention)."""
+
+    kind: Literal["encoder", "t5"] = "encoder"
+    hidden_size: int = 128
+    encoder: StackConfig = field(default_factory=StackConfig)
+    decoder: StackConfig = field(default_factory=StackConfig)
+    # None: take the tokenizer's vocabulary size.
+    vocab_size: Optional[int] = None
+    max_position_embeddings: int = 512
+    normalization: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
+    activation: Literal["gelu", "relu", "swiglu"] = "gelu"
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    init_method_std: float = 0.02
+    # auto: transformer-engine when it imports and a GPU is present, else megatron-core local.
+    transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
+
+    def validate(self) -> None:
+        if self.hidden_size < 1:
+            raise ConfigError(f"must be at least 1, got {self.hidden_size}", key="hidden_size")
+        stacks = [("encoder", self.encoder)] + ([("decoder", self.decoder)]
+                                                if self.kind == "t5" else [])
+        for name, stack in stacks:
+            if self.hidden_size % stack.num_attention_heads:
+                raise ConfigError(
+                    f"hidden_size {self.hidden_size} is not divisible by "
+                    f"{name}.num_attention_heads {stack.num_attention_heads}; change one so that "
+                    "each head gets hidden_size / heads channels", key=f"{name}.num_attention_heads")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"must be in [0, 1), got {getattr(self, name)}", key=name)
+        if self.vocab_size is not None and self.vocab_size < 1:
+            raise ConfigError(f"must be at least 1 (or null for the tokenizer's), got "
+                              f"{self.vocab_size}", key="vocab_size")
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how training samples are made of it."""
+
+    # Raw jsonl/txt files; empty: the default corpus shipped with the package.
+    corpus: list[str] = field(default_factory=list)
+    # Prepared data lives here (tokenizer, indexed datasets, sample index cache).
+    cache_dir: str = "~/.cache/megatron_seqpt"
+    # An existing sentencepiece model; null: train one on the corpus.
+    tokenizer_model: Optional[str] = None
+    vocab_size: int = 8000
+    # Indexed dataset prefixes (language -> prefix); empty: build them from the corpus.
+    prefixes: dict[str, str] = field(default_factory=dict)
+    seq_length: int = 128
+    decoder_seq_length: int = 64
+    sampling_alpha: float = 0.3
+    split: str = "98,1,1"
+    # MLM.
+    masking_probability: float = 0.15
+    whole_word_masking: bool = True
+    max_ngram: int = 3
+    # Span corruption (T5).
+    noise_density: float = 0.15
+    mean_span_length: float = 3.0
+
+    def validate(self) -> None:
+        if self.seq_length < 8:
+            raise ConfigError(f"must be at least 8, got {self.seq_length}", key="seq_length")
+        if not 0.0 < self.sampling_alpha <= 1.0:
+            raise ConfigError(f"must be in (0, 1], got {self.sampling_alpha}",
+                              key="sampling_alpha")
+        for name in ("masking_probability", "noise_density"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"must be in (0, 1), got {getattr(self, name)}", key=name)
+        parts = self.split.split(",")
+        try:
+            weights = [float(p) for p in parts]
+        except ValueError:
+            weights = []
+        if len(weights) != 3 or any(w < 0 for w in weights) or weights[0] <= 0:
+            raise ConfigError(f"got '{self.split}', expected three non-negative weights "
+                              "'train,valid,test' with train > 0, e.g. '98,1,1'", key="split")
+
+
+@dataclass
+class ParallelConfig:
+    """How the model is split over processes; data parallel size is what remains."""
+
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    sequence_parallel: bool = False
+    use_distributed_optimizer: bool = False
+    # torch.distributed backend: auto = nccl with CUDA, gloo without.
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    timeout_minutes: int = 30
+
+    def validate(self) -> None:
+        for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", key=name)
+        if self.sequence_parallel and self.tensor_model_parallel_size == 1:
+            raise ConfigError("sequence parallel splits activations over the tensor-parallel "
+                              "group; it needs parallel.tensor_model_parallel_size > 1",
+                              key="sequence_parallel")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warm-up and decay (megatron-core's OptimizerParamScheduler)."""
+
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    warmup_steps: int = 20
+    decay_style: Literal["constant", "linear", "cosine", "inverse-square-root"] = "linear"
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"must be positive, got {self.lr}", key="lr")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"must be between 0 and optim.lr ({self.lr}), got {self.min_lr}",
+                              key="min_lr")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"must be >= 0, got {self.warmup_steps}", key="warmup_steps")
+
+
+@dataclass
+class GroupSchedule:
+    """When one parameter group trains. Frozen groups cost no backward and no optimizer state."""
+
+    frozen: bool = False
+    # Unfreeze at this step, or at this fraction of train.steps (give at most one).
+    unfreeze_at_step: Optional[int] = None
+    unfreeze_at_fraction: Optional[float] = None
+    lr_mult: float = 1.0
+    warmup_steps: int = 0
+
+    def validate(self) -> None:
+        if self.unfreeze_at_step is not None and self.unfreeze_at_fraction is not None:
+            raise ConfigError("give unfreeze_at_step or unfreeze_at_fraction, not both",
+                              key="unfreeze_at_step")
+        if (self.unfreeze_at_step is not None or self.unfreeze_at_fraction is not None) \
+                and not self.frozen:
+            raise ConfigError("an unfreeze point needs frozen: true (the group starts frozen)",
+                              key="frozen")
+        if self.unfreeze_at_fraction is not None and not 0 < self.unfreeze_at_fraction < 1:
+            raise ConfigError(f"must be in (0, 1), got {self.unfreeze_at_fraction}",
+                              key="unfreeze_at_fraction")
+        if self.lr_mult < 0:
+            raise ConfigError(f"must be >= 0, got {self.lr_mult}", key="lr_mult")
+
+
+@dataclass
+class FreezeConfig:
+    """The freeze schedule, one entry per named parameter group."""
+
+    embeddings: GroupSchedule = field(default_factory=GroupSchedule)
+    encoder: GroupSchedule = field(default_factory=GroupSchedule)
+    decoder: GroupSchedule = field(default_factory=GroupSchedule)
+    heads: GroupSchedule = field(default_factory=GroupSchedule)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    global_batch_size: int = 16
+    micro_batch_size: int = 8
+    seed: int = 1234
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    eval_interval: int = 50
+    eval_steps: int = 4
+    # Stop (with a checkpoint) after this many non-finite losses in a row.
+    max_skipped_steps: int = 5
+
+    def validate(self) -> None:
+        for name in ("steps", "global_batch_size", "micro_batch_size", "eval_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", key=name)
+        if self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(f"global_batch_size {self.global_batch_size} is not a multiple of "
+                              f"micro_batch_size {self.micro_batch_size}",
+                              key="global_batch_size")
+
+
+@dataclass
+class LoggingConfig:
+    log_interval: int = 10
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        if self.log_interval < 1:
+            raise ConfigError(f"must be at least 1, got {self.log_interval}", key="log_interval")
+
+
+@dataclass
+class CheckpointConfig:
+    save_interval: int = 100
+    # Keep this many newest checkpoints (0: keep all).
+    keep_last: int = 2
+    # Start from this checkpoint (a run directory or a checkpoint directory) instead of scratch.
+    load: Optional[str] = None
+
+    def validate(self) -> None:
+        if self.save_interval < 1:
+            raise ConfigError(f"must be at least 1, got {self.save_interval}",
+                              key="save_interval")
+        if self.keep_last < 0:
+            raise ConfigError(f"must be >= 0, got {self.keep_last}", key="keep_last")
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs; written resolved into the run directory."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def validate(self) -> None:
+        if self.data.seq_length > self.model.max_position_embeddings:
+            raise ConfigError(
+                f"data.seq_length {self.data.seq_length} exceeds model.max_position_embeddings "
+                f"{self.model.max_position_embeddings}; raise the latter or shorten the former",
+                key="data.seq_length")
+        if self.parallel.sequence_parallel and \
+                self.data.seq_length % self.parallel.tensor_model_parallel_size:
+            raise ConfigError(
+                f"with sequence parallel, data.seq_length {self.data.seq_length} must divide by "
+                f"parallel.tensor_model_parallel_size {self.parallel.tensor_model_parallel_size}",
+                key="data.seq_length")

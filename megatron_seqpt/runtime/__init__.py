@@ -1,0 +1,1 @@
+"""Process start-up: launcher environment, CPU/GPU backend, megatron-core parallel state."""

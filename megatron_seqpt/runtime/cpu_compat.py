@@ -1,0 +1,110 @@
+"""Lets megatron-core's own modules, schedules, DDP, optimizer and checkpointing run on CPU.
+
+megatron-core assumes CUDA in a few fixed ways: ``device="cuda"`` / ``torch.cuda.current_device()``
+for new tensors, ``Tensor.cuda()``, ``torch.cuda.synchronize()``, CUDA RNG state for its RNG
+tracker and activation recompute, and CUDA type strings in the optimizer. Each is redirected to
+the CPU here; nothing of megatron-core is copied or replaced. Installed only on the CPU backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from megatron.core.tensor_parallel import random as mcore_random
+
+_CUDA_TYPE_NAMES = {
+    torch.float32: "torch.cuda.FloatTensor",
+    torch.float16: "torch.cuda.HalfTensor",
+    torch.bfloat16: "torch.cuda.BFloat16Tensor",
+}
+
+_installed = False
+
+
+def _is_cuda(device) -> bool:
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    return isinstance(device, str) and device.startswith("cuda")
+
+
+class CudaToCpuMode(TorchFunctionMode):
+    """Rewrites CUDA placements to the CPU for every torch call made while it is active.
+
+    Optimizer code tests ``tensor.type() == 'torch.cuda.FloatTensor'``; floating CPU tensors
+    answer with the CUDA name so those branches take the path they take on a GPU.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if func is torch.Tensor.type and len(args) == 1 and not kwargs:
+            name = _CUDA_TYPE_NAMES.get(args[0].dtype)
+            if name is not None:
+                return name
+        if _is_cuda(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        if func is torch.Tensor.to and len(args) > 1 and _is_cuda(args[1]):
+            args = (args[0], "cpu", *args[2:])
+        return func(*args, **kwargs)
+
+
+class CpuRNGStatesTracker(mcore_random.CudaRNGStatesTracker):
+    """megatron-core's RNG tracker over the CPU generator: each named stream (data parallel,
+    tensor-model parallel, expert) keeps its own state, so tensor-parallel ranks draw their own
+    dropout masks as they do on GPUs."""
+
+    def add(self, name, seed):
+        self._is_initialized = True
+        if seed in self.seeds_:
+            raise ValueError(f"rng seed {seed} already exists")
+        if name in self.states_:
+            raise ValueError(f"rng state {name} already exists")
+        self.seeds_.add(seed)
+        outer = torch.get_rng_state()
+        torch.manual_seed(seed)
+        self.states_[name] = torch.get_rng_state()
+        torch.set_rng_state(outer)
+
+    @contextlib.contextmanager
+    def fork(self, name=mcore_random._MODEL_PARALLEL_RNG_TRACKER_NAME):
+        if name not in self.states_:
+            raise ValueError(f"rng state {name} is not added")
+        outer = torch.get_rng_state()
+        torch.set_rng_state(self.states_[name])
+        try:
+            yield
+        finally:
+            self.states_[name] = torch.get_rng_state()
+            torch.set_rng_state(outer)
+
+
+def _cpu_rng_state(*args, **kwargs) -> torch.Tensor:
+    return torch.get_rng_state()
+
+
+def _set_cpu_rng_state(state: torch.Tensor, *args, **kwargs) -> None:
+    torch.set_rng_state(state)
+
+
+def install() -> None:
+    """Install the CPU redirections for this process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    torch.cuda.current_device = lambda: torch.device("cpu")
+    torch.cuda.synchronize = lambda *args, **kwargs: None
+    # Activation recompute saves and restores the RNG state around the recomputed forward.
+    mcore_random._get_cuda_rng_state = _cpu_rng_state
+    mcore_random._set_cuda_rng_state = _set_cpu_rng_state
+    mcore_random._CUDA_RNG_STATE_TRACKER = CpuRNGStatesTracker()
+    mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+    CudaToCpuMode().__enter__()
+    _installed = True
+
+
+def installed() -> bool:
+    return _installed

@@ -1,0 +1,101 @@
+"""Where this process sits in the job: read from torchrun's or SLURM's environment, or alone.
+
+torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT. Under ``srun`` each task gets
+SLURM_PROCID/SLURM_LOCALID and the step's task count; the rendezvous host is the first host of
+SLURM_JOB_NODELIST. With neither, the process is a world of one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+from megatron_seqpt.errors import UserError
+
+
+class LaunchError(UserError):
+    """The launcher's environment is inconsistent; the message says which variable."""
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    launcher: Literal["torchrun", "slurm", "single"]
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+
+    @property
+    def init_method(self) -> str:
+        return f"tcp://{self.master_addr}:{self.master_port}"
+
+
+def first_host(nodelist: str) -> str:
+    """First host of a SLURM hostlist: ``gpu[003-005,9],cpu1`` -> ``gpu003``."""
+    nodelist = nodelist.strip()
+    match = re.match(r"([^,\[]+)(\[([^\]]+)\])?([^,]*)", nodelist)
+    if not match or not match.group(1):
+        raise LaunchError(f"SLURM_JOB_NODELIST='{nodelist}' is not a SLURM host list")
+    prefix, _, ranges, suffix = match.groups()
+    if not ranges:
+        return prefix + suffix
+    first = ranges.split(",")[0].split("-")[0]
+    return f"{prefix}{first}{suffix}"
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise LaunchError(f"environment variable {name}='{env[name]}' is not an integer") from None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def detect(env: Mapping[str, str] | None = None) -> LaunchEnv:
+    """Read the launch environment; torchrun's variables win over SLURM's."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE")
+        local = _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else rank
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if v not in env]
+        if missing and world > 1:
+            raise LaunchError(f"RANK and WORLD_SIZE are set but {', '.join(missing)} is not; "
+                              "launch with torchrun, or export MASTER_ADDR and MASTER_PORT")
+        launch = LaunchEnv("torchrun", rank, world, local, env.get("MASTER_ADDR", "127.0.0.1"),
+                           _int(env, "MASTER_PORT") if "MASTER_PORT" in env else _free_port())
+    elif "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
+        world_var = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
+        world = _int(env, world_var)
+        if "MASTER_ADDR" in env:
+            addr = env["MASTER_ADDR"]
+        elif "SLURM_JOB_NODELIST" in env or "SLURM_NODELIST" in env:
+            addr = first_host(env.get("SLURM_JOB_NODELIST") or env["SLURM_NODELIST"])
+        elif world == 1:
+            addr = "127.0.0.1"
+        else:
+            raise LaunchError("under SLURM with several tasks but no SLURM_JOB_NODELIST or "
+                              "MASTER_ADDR: export MASTER_ADDR to the first node's address")
+        if "MASTER_PORT" in env:
+            port = _int(env, "MASTER_PORT")
+        elif "SLURM_JOB_ID" in env:
+            # Same for every task of the job, different across jobs sharing a node.
+            port = 15000 + _int(env, "SLURM_JOB_ID") % 20000
+        else:
+            port = _free_port()
+        launch = LaunchEnv("slurm", _int(env, "SLURM_PROCID"), world,
+                           _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0, addr, port)
+    else:
+        launch = LaunchEnv("single", 0, 1, 0, "127.0.0.1", _free_port())
+    if not 0 <= launch.rank < launch.world_size:
+        raise LaunchError(f"rank {launch.rank} is outside world size {launch.world_size} "
+                          f"(read from the {launch.launcher} environment)")
+    return launch

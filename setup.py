@@ -1,0 +1,38 @@
+"""megatron_seqpt: install with ``make setup`` (CPU torch first), or see README.md."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="megatron_seqpt",
+    version="0.1.0",
+    description="Sequential pre-training of multilingual MLM encoders and T5 models on "
+                "megatron-core",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["megatron_seqpt", "megatron_seqpt.*"]),
+    include_package_data=True,
+    package_data={"megatron_seqpt": ["resources/**/*"]},
+    install_requires=[
+        # A range, not a pin: NVIDIA containers ship their own torch build, which must stay.
+        "torch>=2.6",
+        "megatron-core==0.16.1",
+        "sentencepiece>=0.2",
+        "nltk>=3.8",
+        "numpy>=1.24",
+        # megatron-core's checkpoint writer needs it but does not declare it.
+        "psutil>=5.9",
+        "pyyaml>=6.0",
+        "tqdm>=4.66",
+        "tensorboard>=2.14",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["seqpt=megatron_seqpt.cli:main"]},
+)

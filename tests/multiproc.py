@@ -1,0 +1,56 @@
+"""Run a function on N gloo ranks (spawned processes) and collect each rank's return value."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import traceback
+import multiprocessing as mp
+from typing import Any, Callable
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _entry(fn, rank, world_size, port, args, queue):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    try:
+        # Pickled by value: tensors sent through the queue as shared memory die with the rank.
+        queue.put((rank, True, pickle.dumps(fn(*args))))
+    except BaseException:  # noqa: BLE001 - reported to the parent with its traceback
+        queue.put((rank, False, traceback.format_exc()))
+
+
+def run_ranks(fn: Callable[..., Any], world_size: int, *args: Any,
+              timeout: float = 300) -> list[Any]:
+    """``fn(*args)`` on each rank (it reads RANK etc. from the environment); results by rank."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_entry, args=(fn, r, world_size, port, args, queue))
+             for r in range(world_size)]
+    for p in procs:
+        p.start()
+    results: dict[int, Any] = {}
+    errors = []
+    try:
+        for _ in procs:
+            rank, ok, value = queue.get(timeout=timeout)
+            if ok:
+                results[rank] = pickle.loads(value)
+            else:
+                errors.append(f"rank {rank}:\n{value}")
+                break
+    finally:
+        for p in procs:
+            p.join(timeout=10 if not errors else 1)
+            if p.is_alive():
+                p.kill()
+    if errors:
+        raise AssertionError("\n".join(errors))
+    return [results[r] for r in range(world_size)]

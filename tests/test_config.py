@@ -1,0 +1,127 @@
+"""Config: YAML + overrides resolve as documented; each kind of mistake gets its clear error."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from megatron_seqpt.config import ConfigError, RunConfig, dump, load_run_config
+
+
+def write(tmp_path, text, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file():
+    config = load_run_config()
+    assert config == RunConfig()
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = write(tmp_path, """
+model:
+  kind: t5
+  encoder: {num_layers: 4}
+train:
+  steps: 10
+""")
+    config = load_run_config(path, ["train.steps=50", "model.decoder.num_layers=1",
+                                    "optim.lr=1", "data.corpus=[a.jsonl, b.txt]",
+                                    "checkpoint.load=null"])
+    assert config.model.kind == "t5"
+    assert config.model.encoder.num_layers == 4          # from the file
+    assert config.model.encoder.ffn_hidden_size == 512   # default kept beside it
+    assert config.train.steps == 50                      # override wins over the file
+    assert config.model.decoder.num_layers == 1          # section absent from the file
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+    assert config.data.corpus == ["a.jsonl", "b.txt"]
+    assert config.checkpoint.load is None
+
+
+def test_resolved_dump_loads_back_identically(tmp_path):
+    config = load_run_config(None, ["model.kind=t5", "freeze.encoder.frozen=true",
+                                    "freeze.encoder.unfreeze_at_fraction=0.5",
+                                    "data.prefixes={en: /data/en}"])
+    dump(config, tmp_path / "config.yaml")
+    again = load_run_config(tmp_path / "config.yaml")
+    assert again == config
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["kind"] == "t5"
+
+
+def error_of(path=None, overrides=()):
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path, overrides)
+    return str(info.value)
+
+
+def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
+    path = write(tmp_path, "model:\n  hiden_size: 64\n")
+    message = error_of(path)
+    assert str(path) in message
+    assert "model.hiden_size" in message
+    assert "did you mean 'model.hidden_size'" in message
+
+
+def test_unknown_override_suggests_full_key():
+    message = error_of(None, ["trian.steps=5"])
+    assert "'trian'" in message and "'train'" in message
+    message = error_of(None, ["optim.learning_rate=0.1"])
+    assert "optim.learning_rate" in message and "valid keys under optim:" in message
+    assert "lr" in message
+
+
+def test_wrong_type_names_key_value_and_expected_type(tmp_path):
+    message = error_of(None, ["train.steps=abc"])
+    assert "train.steps" in message and "'abc'" in message and "an integer" in message
+    message = error_of(write(tmp_path, "train:\n  steps: 1.5\n"))
+    assert "train.steps" in message and "1.5" in message
+    message = error_of(None, ["model.kind=bert"])
+    assert "model.kind" in message and "'encoder'" in message and "'t5'" in message
+    message = error_of(None, ["parallel.sequence_parallel=maybe"])
+    assert "true or false" in message
+
+
+def test_structure_mistakes():
+    assert "expected a mapping" in error_of(None, ["model=5"])
+    assert "is a value, not a section" in error_of(None, ["train.steps.x=1"])
+    assert "section.key=value" in error_of(None, ["train.steps"])
+
+
+def test_cross_field_checks_name_both_values():
+    message = error_of(None, ["train.global_batch_size=10", "train.micro_batch_size=4"])
+    assert "train.global_batch_size" in message and "10" in message and "4" in message
+    message = error_of(None, ["model.hidden_size=100", "model.encoder.num_attention_heads=3"])
+    assert "model.encoder.num_attention_heads" in message
+    message = error_of(None, ["freeze.encoder.unfreeze_at_step=10"])
+    assert "freeze.encoder.frozen" in message
+    message = error_of(None, ["data.seq_length=1024"])
+    assert "model.max_position_embeddings" in message
+
+
+def test_file_problems(tmp_path):
+    assert "config file not found" in error_of(tmp_path / "missing.yaml")
+    assert "not valid YAML" in error_of(write(tmp_path, "model: [unclosed\n"))
+    assert "top level must be a mapping" in error_of(write(tmp_path, "- a\n- b\n"))
+
+
+def test_cli_refuses_a_bad_config_without_traceback(tmp_path):
+    path = write(tmp_path, "train:\n  stesp: 10\n")
+    result = subprocess.run([sys.executable, "-m", "megatron_seqpt.cli", "config",
+                             "--config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "train.stesp" in result.stderr and "did you mean 'train.steps'" in result.stderr
+    good = subprocess.run([sys.executable, "-m", "megatron_seqpt.cli", "config",
+                           "model.kind=t5"], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert yaml.safe_load(good.stdout)["model"]["kind"] == "t5"
+
+
+def test_cli_help_lists_commands():
+    result = subprocess.run([sys.executable, "-m", "megatron_seqpt.cli", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "config" in result.stdout and "env" in result.stdout

@@ -1,0 +1,119 @@
+"""Start-up as one process and as 2 gloo ranks: process groups, megatron-core parallel state,
+the layout checks, and the CPU shims (device redirection, per-rank RNG streams)."""
+
+import pytest
+import torch
+
+from megatron_seqpt.config import load_run_config
+from megatron_seqpt.runtime.distributed import LayoutError, check_layout
+from tests.multiproc import run_ranks
+
+
+def test_single_process_start(single_process):
+    config = load_run_config()
+    ctx = single_process.initialize(config.parallel, config.model, seed=7)
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    assert ctx.launch.launcher == "single" and ctx.world_size == 1
+    assert (ctx.tensor_parallel, ctx.pipeline_parallel, ctx.data_parallel) == (1, 1, 1)
+    assert parallel_state.get_tensor_model_parallel_world_size() == 1
+    assert parallel_state.get_data_parallel_world_size() == 1
+    assert torch.distributed.get_backend() == "gloo"
+    # CPU shims: megatron-core's CUDA placements land on the CPU.
+    assert torch.zeros(2, device="cuda").device.type == "cpu"
+    assert torch.ones(2).cuda().device.type == "cpu"
+    with get_cuda_rng_tracker().fork():
+        inside = torch.rand(4)
+    outside = torch.rand(4)
+    assert not torch.equal(inside, outside)
+
+
+def test_seed_makes_start_up_deterministic(single_process):
+    config = load_run_config()
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    draws = []
+    for _ in range(2):
+        single_process.initialize(config.parallel, config.model, seed=11)
+        with get_cuda_rng_tracker().fork():
+            draws.append((torch.rand(3), torch.rand(3)))
+        single_process.shutdown()
+    assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+
+
+def _start(tp: int, pp: int):
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    from megatron_seqpt.runtime import distributed
+
+    config = load_run_config(None, [f"parallel.tensor_model_parallel_size={tp}",
+                                    f"parallel.pipeline_model_parallel_size={pp}"])
+    ctx = distributed.initialize(config.parallel, config.model, seed=3)
+    total = torch.tensor([float(ctx.rank + 1)])
+    torch.distributed.all_reduce(total)
+    with get_cuda_rng_tracker().fork():
+        tp_stream = torch.rand(4)
+    result = {
+        "launcher": ctx.launch.launcher,
+        "sum": total.item(),
+        "tp": (parallel_state.get_tensor_model_parallel_world_size(),
+               parallel_state.get_tensor_model_parallel_rank()),
+        "pp": (parallel_state.get_pipeline_model_parallel_world_size(),
+               parallel_state.get_pipeline_model_parallel_rank()),
+        "dp": (parallel_state.get_data_parallel_world_size(),
+               parallel_state.get_data_parallel_rank()),
+        "tp_stream": tp_stream,
+        "default_stream": torch.rand(4),
+    }
+    distributed.shutdown()
+    return result
+
+
+def test_two_ranks_data_parallel():
+    r0, r1 = run_ranks(_start, 2, 1, 1)
+    assert r0["launcher"] == "torchrun"
+    assert r0["sum"] == r1["sum"] == 3.0
+    assert r0["dp"] == (2, 0) and r1["dp"] == (2, 1)
+    assert r0["tp"] == r1["tp"] == (1, 0)
+    # Replicas share the seed: same dropout streams, identical initialisation.
+    assert torch.equal(r0["default_stream"], r1["default_stream"])
+
+
+def test_two_ranks_tensor_parallel():
+    r0, r1 = run_ranks(_start, 2, 2, 1)
+    assert (r0["tp"], r1["tp"]) == ((2, 0), (2, 1))
+    assert r0["dp"] == r1["dp"] == (1, 0)
+    # Each tensor-parallel rank draws its own stream inside the model-parallel region.
+    assert not torch.equal(r0["tp_stream"], r1["tp_stream"])
+    assert torch.equal(r0["default_stream"], r1["default_stream"])
+
+
+def test_two_ranks_pipeline_parallel():
+    r0, r1 = run_ranks(_start, 2, 1, 2)
+    assert (r0["pp"], r1["pp"]) == ((2, 0), (2, 1))
+
+
+@pytest.mark.parametrize("world, overrides, words", [
+    (3, ["parallel.tensor_model_parallel_size=2"], ["world size 3", "(2)"]),
+    (2, ["parallel.tensor_model_parallel_size=2", "model.hidden_size=96",
+         "model.encoder.num_attention_heads=3"], ["model.encoder.num_attention_heads (3)"]),
+    (2, ["parallel.pipeline_model_parallel_size=2", "model.encoder.num_layers=3"],
+     ["model.encoder.num_layers (3)", "pipeline_model_parallel_size (2)"]),
+    (4, ["parallel.tensor_model_parallel_size=2", "model.kind=t5", "model.hidden_size=96",
+         "model.decoder.num_attention_heads=3"], ["model.decoder.num_attention_heads (3)"]),
+])
+def test_layout_errors_name_the_numbers(world, overrides, words):
+    config = load_run_config(None, overrides)
+    with pytest.raises(LayoutError) as info:
+        check_layout(world, config.parallel, config.model)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_bad_layout_fails_before_any_process_group(single_process):
+    config = load_run_config(None, ["parallel.tensor_model_parallel_size=2"])
+    with pytest.raises(LayoutError, match="world size 1"):
+        single_process.initialize(config.parallel, config.model)
+    assert not torch.distributed.is_initialized()

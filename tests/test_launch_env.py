@@ -1,0 +1,54 @@
+"""Launcher detection: torchrun's and SLURM's variables, and a plain single process."""
+
+import pytest
+
+from megatron_seqpt.runtime.launch_env import LaunchError, detect, first_host
+
+
+def test_single_process_without_launcher():
+    env = detect({})
+    assert (env.launcher, env.rank, env.world_size, env.local_rank) == ("single", 0, 1, 0)
+    assert env.master_addr == "127.0.0.1" and env.master_port > 0
+
+
+def test_torchrun_variables():
+    env = detect({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.2",
+                  "MASTER_PORT": "29500"})
+    assert (env.launcher, env.rank, env.world_size, env.local_rank) == ("torchrun", 5, 8, 1)
+    assert env.init_method == "tcp://10.0.0.2:29500"
+
+
+def test_torchrun_wins_over_slurm():
+    env = detect({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "a", "MASTER_PORT": "1",
+                  "SLURM_PROCID": "0", "SLURM_NTASKS": "16"})
+    assert env.launcher == "torchrun" and env.world_size == 2
+
+
+def test_slurm_variables():
+    env = detect({"SLURM_PROCID": "11", "SLURM_NTASKS": "16", "SLURM_LOCALID": "3",
+                  "SLURM_JOB_NODELIST": "gpu[003-005,9],cpu1", "SLURM_JOB_ID": "4242"})
+    assert (env.launcher, env.rank, env.world_size, env.local_rank) == ("slurm", 11, 16, 3)
+    assert env.master_addr == "gpu003"
+    assert env.master_port == 15000 + 4242
+    step = detect({"SLURM_PROCID": "1", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "4",
+                   "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "n1", "MASTER_PORT": "7000"})
+    assert step.world_size == 4 and step.master_addr == "n1" and step.master_port == 7000
+
+
+@pytest.mark.parametrize("nodelist, host", [
+    ("node1", "node1"),
+    ("node[001-004]", "node001"),
+    ("gpu[7,9-12]-ib", "gpu7-ib"),
+    ("a1,b[2-3]", "a1"),
+])
+def test_first_host(nodelist, host):
+    assert first_host(nodelist) == host
+
+
+def test_bad_launcher_values_are_named():
+    with pytest.raises(LaunchError, match="RANK='x'"):
+        detect({"RANK": "x", "WORLD_SIZE": "2", "MASTER_ADDR": "a", "MASTER_PORT": "1"})
+    with pytest.raises(LaunchError, match="rank 4 is outside world size 4"):
+        detect({"RANK": "4", "WORLD_SIZE": "4", "MASTER_ADDR": "a", "MASTER_PORT": "1"})
+    with pytest.raises(LaunchError, match="MASTER_ADDR"):
+        detect({"RANK": "0", "WORLD_SIZE": "2"})
