@@ -80,7 +80,7 @@ class DataConfig:
     seq_length: int = 128
     decoder_seq_length: int = 64
     sampling_alpha: float = 0.3
-    split: str = "98,1,1"
+    split: str = "90,5,5"
     # MLM.
     masking_probability: float = 0.15
     whole_word_masking: bool = True
