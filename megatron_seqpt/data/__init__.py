@@ -1,0 +1,1 @@
+"""Text to training samples: corpus reading, sentence splitting, indexed datasets, samples."""

@@ -1,0 +1,1 @@
+"""The shared multilingual sentencepiece vocabulary: its special tokens, training and use."""
