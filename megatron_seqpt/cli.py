@@ -14,6 +14,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "print a config fully resolved (YAML + overrides), or say what is wrong with it"),
     "env": ("megatron_seqpt.commands.env_cmd",
             "show what this machine and launcher provide (CUDA, transformer-engine, apex, ranks)"),
+    "train-tokenizer": ("megatron_seqpt.commands.train_tokenizer_cmd",
+                        "train the shared sentencepiece model on a language-balanced sample"),
+    "preprocess": ("megatron_seqpt.commands.preprocess_cmd",
+                   "tokenize a corpus into megatron-core indexed datasets, one per language"),
+    "pretrain": ("megatron_seqpt.commands.pretrain_cmd",
+                 "train the MLM encoder or the T5 model of a config (model.kind), resumable"),
 }
 
 
@@ -32,14 +38,16 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run ``seqpt COMMAND ...``; ``prog`` names a script that stands for one command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         _top_parser().parse_args(argv[:1] or ["--help"])
         return 2
     name = argv[0]
     module_name, help_ = COMMANDS[name]
-    parser = argparse.ArgumentParser(prog=f"seqpt {name}", description=help_)
+    prog = prog or f"seqpt {name}"
+    parser = argparse.ArgumentParser(prog=prog, description=help_)
     module = importlib.import_module(module_name)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
@@ -48,10 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except UserError as err:
-        print(f"seqpt {name}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"seqpt {name}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

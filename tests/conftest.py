@@ -1,5 +1,23 @@
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+from tests.prepared_data import DATA_DIR_VARIABLE
+
+
+def pytest_configure(config):
+    if DATA_DIR_VARIABLE not in os.environ:
+        os.environ[DATA_DIR_VARIABLE] = tempfile.mkdtemp(prefix="seqpt-test-data-")
+        config._seqpt_owned_data_dir = os.environ[DATA_DIR_VARIABLE]
+
+
+def pytest_unconfigure(config):
+    owned = getattr(config, "_seqpt_owned_data_dir", None)
+    if owned:
+        shutil.rmtree(owned, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

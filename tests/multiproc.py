@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue as queue_module
 import socket
 import traceback
 import multiprocessing as mp
@@ -37,20 +38,25 @@ def run_ranks(fn: Callable[..., Any], world_size: int, *args: Any,
     for p in procs:
         p.start()
     results: dict[int, Any] = {}
-    errors = []
+    errors: dict[int, str] = {}
     try:
         for _ in procs:
-            rank, ok, value = queue.get(timeout=timeout)
+            # After a first failure the others usually fail soon too (their peer is gone);
+            # their tracebacks may hold the cause, so wait briefly for them.
+            rank, ok, value = queue.get(timeout=15 if errors else timeout)
             if ok:
                 results[rank] = pickle.loads(value)
             else:
-                errors.append(f"rank {rank}:\n{value}")
-                break
+                errors[rank] = value
+    except queue_module.Empty:
+        if not errors:
+            raise AssertionError(f"ranks {sorted(set(range(world_size)) - set(results))} gave "
+                                 f"no result within {timeout} s") from None
     finally:
         for p in procs:
-            p.join(timeout=10 if not errors else 1)
+            p.join(timeout=1 if errors else 10)
             if p.is_alive():
                 p.kill()
     if errors:
-        raise AssertionError("\n".join(errors))
+        raise AssertionError("\n".join(f"rank {r}:\n{tb}" for r, tb in sorted(errors.items())))
     return [results[r] for r in range(world_size)]

@@ -29,7 +29,7 @@ train:
   steps: 10
 """)
     config = load_run_config(path, ["train.steps=50", "model.decoder.num_layers=1",
-                                    "optim.lr=1", "data.corpus=[a.jsonl, b.txt]",
+                                    "optim.lr=1", "optim.min_lr=1e-6", "data.corpus=[a.jsonl, b.txt]",
                                     "checkpoint.load=null"])
     assert config.model.kind == "t5"
     assert config.model.encoder.num_layers == 4          # from the file
@@ -37,6 +37,7 @@ train:
     assert config.train.steps == 50                      # override wins over the file
     assert config.model.decoder.num_layers == 1          # section absent from the file
     assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+    assert config.optim.min_lr == 1e-6  # YAML 1.1 reads 1e-6 as a string
     assert config.data.corpus == ["a.jsonl", "b.txt"]
     assert config.checkpoint.load is None
 

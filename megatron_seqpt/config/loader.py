@@ -133,6 +133,12 @@ def _coerce(value: Any, hint: Any, key: str, source: str | None) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; take it as the number it means.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise wrong()
     if hint is str:
         if isinstance(value, str):

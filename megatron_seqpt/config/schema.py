@@ -74,7 +74,8 @@ class DataConfig:
     cache_dir: str = "~/.cache/megatron_seqpt"
     # An existing sentencepiece model; null: train one on the corpus.
     tokenizer_model: Optional[str] = None
-    vocab_size: int = 8000
+    # Pieces of a tokenizer trained here. The default corpus yields at most about 6100.
+    vocab_size: int = 4000
     # Indexed dataset prefixes (language -> prefix); empty: build them from the corpus.
     prefixes: dict[str, str] = field(default_factory=dict)
     seq_length: int = 128
@@ -98,6 +99,9 @@ class DataConfig:
         for name in ("masking_probability", "noise_density"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(f"must be in (0, 1), got {getattr(self, name)}", key=name)
+        for name in ("max_ngram", "mean_span_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", key=name)
         parts = self.split.split(",")
         try:
             weights = [float(p) for p in parts]

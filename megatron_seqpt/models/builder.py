@@ -1,0 +1,116 @@
+"""Build the MLM encoder (megatron-core BertModel) or the T5 model (megatron-core T5Model).
+
+Both use learned absolute positions, tied input/output embeddings and the same encoder layer
+spec, so the encoder part of either is interchangeable with the other's.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from megatron.core.enums import ModelType
+from megatron.core.models.bert import bert_lm_head
+from megatron.core.models.bert.bert_model import BertModel
+from megatron.core.models.T5.t5_model import T5Model
+from megatron.core.transformer.enums import AttnBackend
+from megatron.core.transformer.transformer_block import get_num_layers_to_build
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+from megatron_seqpt.config.schema import ModelConfig, ParallelConfig, StackConfig
+from megatron_seqpt.models.specs import LayerImpl, block_spec, decoder_layer_spec, \
+    encoder_layer_spec
+
+Precision = Literal["fp32", "bf16"]
+
+
+def transformer_config(model: ModelConfig, stack: StackConfig, parallel: ParallelConfig,
+                       precision: Precision, impl: LayerImpl, on_gpu: bool) -> TransformerConfig:
+    """megatron-core's TransformerConfig for one stack (encoder or decoder)."""
+    bf16 = precision == "bf16"
+    activation = {"gelu": F.gelu, "relu": F.relu, "swiglu": F.silu}[model.activation]
+    return TransformerConfig(
+        num_layers=stack.num_layers,
+        hidden_size=model.hidden_size,
+        ffn_hidden_size=stack.ffn_hidden_size,
+        num_attention_heads=stack.num_attention_heads,
+        hidden_dropout=model.hidden_dropout,
+        attention_dropout=model.attention_dropout,
+        init_method_std=model.init_method_std,
+        normalization=model.normalization,
+        activation_func=activation,
+        gated_linear_unit=model.activation == "swiglu",
+        tensor_model_parallel_size=parallel.tensor_model_parallel_size,
+        pipeline_model_parallel_size=parallel.pipeline_model_parallel_size,
+        sequence_parallel=parallel.sequence_parallel,
+        bf16=bf16,
+        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
+        # Losses are summed per token and divided by the global token count, so that any
+        # split into micro-batches and data-parallel ranks gives the same gradients.
+        calculate_per_token_loss=True,
+        use_cpu_initialization=not on_gpu,
+        attention_backend=AttnBackend.local if impl.is_local else AttnBackend.auto,
+        # Fusions that need CUDA kernels only where those exist.
+        masked_softmax_fusion=on_gpu,
+        bias_activation_fusion=on_gpu and model.activation in ("gelu", "swiglu"),
+        bias_dropout_fusion=on_gpu,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
+        cuda_graph_scope=[],
+    )
+
+
+class MLMEncoder(BertModel):
+    """megatron-core's BertModel with the chosen norm everywhere, given a whole block spec.
+
+    BertModel takes a layer spec and picks the final norm and its MLM head's norm by what is
+    importable, which cannot carry sequence parallel on CPU; and it derives the attention-mask
+    layout from the layer spec, which here is known from the implementation.
+    """
+
+    def __init__(self, *args, impl: LayerImpl, **kwargs):
+        self._impl = impl
+        default_head_norm = bert_lm_head.LNImpl
+        bert_lm_head.LNImpl = impl.norm
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            bert_lm_head.LNImpl = default_head_norm
+
+    def _sanity_check_attention_and_get_attn_mask_dimension(self) -> str:
+        return "b1ss" if self._impl.is_local else "b11s"
+
+
+def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
+                precision: Precision, impl: LayerImpl, on_gpu: bool, *,
+                pre_process: bool = True, post_process: bool = True) -> torch.nn.Module:
+    """This pipeline stage's part of the model, on the current device, not yet wrapped."""
+    encoder_config = transformer_config(model, model.encoder, parallel, precision, impl, on_gpu)
+    encoder_block = block_spec(encoder_layer_spec(impl),
+                               get_num_layers_to_build(encoder_config), impl)
+    common = dict(vocab_size=vocab_size, max_sequence_length=model.max_position_embeddings,
+                  pre_process=pre_process, post_process=post_process, parallel_output=True,
+                  share_embeddings_and_output_weights=True,
+                  position_embedding_type="learned_absolute")
+    if model.kind == "encoder":
+        built = MLMEncoder(config=encoder_config, num_tokentypes=0,
+                           transformer_layer_spec=encoder_block, add_binary_head=False,
+                           impl=impl, **common)
+    else:
+        decoder_config = transformer_config(model, model.decoder, parallel, precision, impl,
+                                            on_gpu)
+        decoder_block = block_spec(decoder_layer_spec(impl), model.decoder.num_layers, impl)
+        built = T5Model(config=decoder_config, encoder_config=encoder_config,
+                        transformer_encoder_layer_spec=encoder_block,
+                        transformer_decoder_layer_spec=decoder_block, **common)
+    built.model_type = ModelType.encoder_or_decoder
+    if on_gpu:
+        built.cuda(torch.cuda.current_device())
+    return built
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+

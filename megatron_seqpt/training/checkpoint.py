@@ -1,0 +1,174 @@
+"""Sharded checkpoints with megatron-core's dist_checkpointing, written so that a crash or a
+kill at any moment leaves the previous checkpoint as the latest loadable one.
+
+Layout of RUN/checkpoints/:
+    step_0000100/      one complete checkpoint (dist_checkpointing format + config.yaml)
+    step_0000200.partial/   being written; never loaded, removed at the next start
+    latest             text file naming the newest complete checkpoint, replaced atomically
+                       only after every rank finished writing
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+from megatron_seqpt.errors import UserError
+
+FORMAT_VERSION = 1
+LATEST = "latest"
+PARTIAL_SUFFIX = ".partial"
+
+
+class CheckpointError(UserError):
+    pass
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint directory from a run directory, a checkpoints/ directory or itself."""
+    path = Path(path).expanduser()
+    for root in (path / "checkpoints", path):
+        pointer = root / LATEST
+        if pointer.is_file():
+            target = root / pointer.read_text(encoding="utf-8").strip()
+            if not (target / "metadata.json").is_file():
+                raise CheckpointError(f"{pointer} names {target.name}, which is not a complete "
+                                      "checkpoint; remove the pointer to fall back to scratch")
+            return target
+    if (path / "metadata.json").is_file():
+        return path
+    raise CheckpointError(f"no checkpoint at {path}: expected a run directory (with "
+                          "checkpoints/latest), a checkpoints/ directory or a step_* directory")
+
+
+def content_metadata(path: Path) -> dict:
+    """What a checkpoint says about itself (model shape, layout, step), readable before load."""
+    meta = dist_checkpointing.load_content_metadata(str(path))
+    if not meta or meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} was not written by megatron_seqpt (format "
+                              f"{FORMAT_VERSION}); convert it with tools/convert_checkpoint.py")
+    return meta
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"random": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state(), "tracker": get_cuda_rng_tracker().get_states()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def rng_sharded_object(for_loading: bool) -> ShardedObject:
+    """Every rank's RNG state: one object per (pipeline, tensor) rank holding the list of its
+    data-parallel replicas' states (as Megatron-LM stores them)."""
+    dp_group = parallel_state.get_data_parallel_group()
+    states = None
+    if not for_loading:
+        states = [None] * dist.get_world_size(dp_group)
+        dist.all_gather_object(states, _rng_state(), group=dp_group)
+    return ShardedObject(
+        "rng_state", states,
+        (parallel_state.get_pipeline_model_parallel_world_size(),
+         parallel_state.get_tensor_model_parallel_world_size()),
+        (parallel_state.get_pipeline_model_parallel_rank(),
+         parallel_state.get_tensor_model_parallel_rank()),
+        replica_id=parallel_state.get_data_parallel_rank())
+
+
+def restore_rng(states: list) -> None:
+    dp_rank = parallel_state.get_data_parallel_rank()
+    _set_rng_state(states[dp_rank] if dp_rank < len(states) else states[0])
+
+
+class CheckpointManager:
+    """Saves and finds checkpoints of one run directory."""
+
+    def __init__(self, run_dir: Path, keep_last: int):
+        self.root = Path(run_dir) / "checkpoints"
+        self.keep_last = keep_last
+        self.is_main = dist.get_rank() == 0
+
+    def latest(self) -> Optional[Path]:
+        try:
+            return resolve(self.root)
+        except CheckpointError:
+            return None
+
+    def remove_partial(self) -> None:
+        """Leftovers of a save that was interrupted."""
+        if self.is_main and self.root.is_dir():
+            for stale in self.root.glob(f"*{PARTIAL_SUFFIX}"):
+                shutil.rmtree(stale, ignore_errors=True)
+        dist.barrier()
+
+    def save(self, step: int, state: dict, metadata: dict,
+             write_extra: Callable[[Path], None]) -> Path:
+        """Write ``state`` (a sharded state dict) for ``step`` and make it the latest.
+
+        ``write_extra(directory)`` runs on the main rank before the checkpoint is published
+        (the resolved config goes there).
+        """
+        final = self.root / step_dir_name(step)
+        partial = final.with_name(final.name + PARTIAL_SUFFIX)
+        if self.is_main:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        dist.barrier()
+        dist_checkpointing.save(state, str(partial),
+                                content_metadata={"format": FORMAT_VERSION, **metadata})
+        dist.barrier()
+        if self.is_main:
+            write_extra(partial)
+            if final.exists():
+                shutil.rmtree(final)
+            partial.rename(final)
+            self._point_latest_to(final)
+            self._prune()
+        dist.barrier()
+        return final
+
+    def _point_latest_to(self, target: Path) -> None:
+        tmp = self.root / (LATEST + ".tmp")
+        tmp.write_text(target.name + "\n", encoding="utf-8")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        tmp.replace(self.root / LATEST)
+
+    def _prune(self) -> None:
+        if self.keep_last <= 0:
+            return
+        complete = sorted(p for p in self.root.glob("step_*")
+                          if p.is_dir() and not p.name.endswith(PARTIAL_SUFFIX))
+        for old in complete[: -self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load(path: Path, state_template: dict) -> dict:
+    """Load into the shapes of ``state_template``; shape mismatches become a clear error."""
+    try:
+        return dist_checkpointing.load(state_template, str(path))
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"cannot load {path} into this model: {err}") from err

@@ -1,0 +1,63 @@
+"""From the data config to this rank's batch streams: prepared data (tokenizer and indexed
+datasets, built once and cached), blended samples, per-rank streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from megatron_seqpt.config import RunConfig
+from megatron_seqpt.data.prepare import prepare
+from megatron_seqpt.data.samples import build_sample_datasets
+from megatron_seqpt.data.stream import BatchStream
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.runtime.distributed import DistributedContext
+from megatron_seqpt.runtime.log import log
+from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+
+
+@dataclass
+class TrainingData:
+    tokenizer: SentencePieceTokenizer
+    train: BatchStream
+    # A fresh stream over the validation samples (the same samples at every evaluation).
+    valid_stream: Optional[Callable[[], BatchStream]]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+
+def build_training_data(config: RunConfig, ctx: DistributedContext) -> TrainingData:
+    data, train = config.data, config.train
+    # The main rank builds (or finds) the prepared data; the others then find it cached.
+    if ctx.is_main:
+        prepared = prepare(data)
+    dist.barrier()
+    if not ctx.is_main:
+        prepared = prepare(data, progress=False)
+    tokenizer = SentencePieceTokenizer(prepared.tokenizer_model)
+    if config.model.vocab_size is not None and config.model.vocab_size != tokenizer.vocab_size:
+        raise UserError(
+            f"model.vocab_size is {config.model.vocab_size} but the tokenizer "
+            f"{prepared.tokenizer_model} has {tokenizer.vocab_size} pieces; set "
+            "model.vocab_size to null (take the tokenizer's) or use the matching tokenizer")
+    eval_samples = train.eval_steps * train.global_batch_size
+    datasets = build_sample_datasets(
+        config.model.kind, prepared.prefixes, tokenizer, data,
+        (train.steps * train.global_batch_size, eval_samples, 0), seed=train.seed,
+        cache_dir=Path(data.cache_dir).expanduser() / "samples")
+    log("languages (sampling weight): " + ", ".join(
+        f"{lang} {weight:.3f}" for lang, weight in datasets.weights.items()))
+    rank, size = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
+    stream = BatchStream(datasets.train, train.micro_batch_size, rank, size)
+    valid = None
+    if datasets.valid is not None:
+        valid = lambda: BatchStream(datasets.valid, train.micro_batch_size, rank, size)  # noqa: E731
+    else:
+        log(f"data.split '{data.split}' has no validation part: evaluation is skipped")
+    return TrainingData(tokenizer, stream, valid)

@@ -1,0 +1,154 @@
+"""Parallel correctness on CPU over gloo: each layout, loaded from the single-process model's
+checkpoint, gives the same loss and gradients on the same global batch (dropout off); and a
+checkpoint written with one layout resumes under another."""
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+from tests.multiproc import run_ranks
+
+NO_DROPOUT = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.eval_interval=1000"]
+TP2 = ["parallel.tensor_model_parallel_size=2"]
+SP = ["parallel.sequence_parallel=true"]
+PP2 = ["parallel.pipeline_model_parallel_size=2"]
+LAYOUTS = {  # name -> (processes, overrides, kinds)
+    "tp2": (2, TP2, ("encoder", "t5")),
+    "tp2_sp": (2, TP2 + SP, ("encoder", "t5")),
+    "dp2": (2, [], ("encoder", "t5")),
+    "pp2": (2, PP2, ("encoder",)),
+    "tp2_pp2": (4, TP2 + PP2, ("encoder",)),
+}
+
+
+def _save_gradients(trainer, directory: Path) -> None:
+    """The reduced gradients (DDP main_grad), stored like the weights: dist_checkpointing
+    then reassembles them whatever the layout."""
+    def with_grads(node):
+        if isinstance(node, dict):
+            return {k: v for k, v in ((k, with_grads(v)) for k, v in node.items())
+                    if v is not None}
+        if isinstance(node, ShardedTensor) and hasattr(node.data, "main_grad"):
+            return dataclasses.replace(node, data=node.data.main_grad.float().clone())
+        return None
+
+    state = with_grads(trainer.modules[0].sharded_state_dict())
+    if torch.distributed.get_rank() == 0:
+        directory.mkdir(parents=True)
+    torch.distributed.barrier()
+    dist_checkpointing.save(state, str(directory))
+
+
+def _loss_and_gradients(kind, overrides, cache_dir, run_dir, grads_dir, init_from):
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.training.loop import Trainer
+    from tests.run_configs import tiny_config
+
+    load = [f"checkpoint.load={init_from}"] if init_from else []
+    config = tiny_config(kind, cache_dir, [*NO_DROPOUT, *overrides, *load, "train.steps=1"])
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    trainer = Trainer(config, run_dir, ctx)
+    if init_from is None:
+        trainer.save_checkpoint()
+    loss = trainer.forward_backward()
+    _save_gradients(trainer, grads_dir)
+    distributed.shutdown()
+    return loss
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def load_full(single_process_group):
+    """Whole tensors of a sharded checkpoint (dist_checkpointing needs a process group)."""
+    return lambda path: dist_checkpointing.load_plain_tensors(str(path))
+
+
+@pytest.fixture(scope="module")
+def single_process_group():
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}",
+                                         rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache_dir, load_full):
+    """Per model kind: (checkpoint, loss, gradients) of the single-process model."""
+    found = {}
+
+    def get(kind):
+        if kind not in found:
+            root = tmp_path_factory.mktemp(f"reference-{kind}")
+            (loss,) = run_ranks(_loss_and_gradients, 1, kind, [], cache_dir, root / "run",
+                                root / "grads", None)
+            found[kind] = (root / "run", loss, load_full(root / "grads"))
+        return found[kind]
+
+    return get
+
+
+CASES = [(kind, name) for name, (_, _, kinds) in LAYOUTS.items() for kind in kinds]
+
+
+@pytest.mark.parametrize("kind, layout", CASES, ids=[f"{k}-{n}" for k, n in CASES])
+def test_layout_matches_single_process(kind, layout, reference, load_full, cache_dir, tmp_path):
+    processes, overrides, _ = LAYOUTS[layout]
+    checkpoint, ref_loss, ref_grads = reference(kind)
+    losses = run_ranks(_loss_and_gradients, processes, kind, overrides, cache_dir,
+                       tmp_path / "run", tmp_path / "grads", checkpoint)
+    assert all(loss == pytest.approx(ref_loss, rel=1e-6) for loss in losses), (losses, ref_loss)
+    grads = load_full(tmp_path / "grads")
+    assert grads.keys() == ref_grads.keys()
+    for key, value in grads.items():
+        torch.testing.assert_close(value, ref_grads[key], rtol=1e-4, atol=1e-6,
+                                   msg=lambda m: f"{key}: {m}")
+
+
+def _train(kind, overrides, cache_dir, run_dir):
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.training.loop import Trainer
+    from megatron_seqpt.training.metrics import read_metrics
+    from tests.run_configs import tiny_config
+
+    config = tiny_config(kind, cache_dir, [*NO_DROPOUT, *overrides, "train.steps=3",
+                                           "checkpoint.save_interval=2",
+                                           "checkpoint.keep_last=0"])
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    Trainer(config, run_dir, ctx).run()
+    distributed.shutdown()
+    if ctx.is_main:
+        return {r["step"]: r["loss"] for r in read_metrics(Path(run_dir) / "metrics.jsonl")
+                if "split" not in r}
+
+
+@pytest.mark.parametrize("kind, processes, overrides", [
+    ("t5", 2, TP2), ("encoder", 2, PP2)], ids=["t5-tp2", "encoder-pp2"])
+def test_checkpoint_resumes_under_another_layout(kind, processes, overrides, cache_dir,
+                                                 tmp_path):
+    """Save at step 2 with the layout, resume at one process: step 3 matches."""
+    parallel_losses = run_ranks(_train, processes, kind, overrides, cache_dir,
+                                tmp_path / "parallel")[0]
+    single = tmp_path / "single" / "checkpoints"
+    single.mkdir(parents=True)
+    shutil.copytree(tmp_path / "parallel/checkpoints/step_0000002", single / "step_0000002")
+    (single / "latest").write_text("step_0000002\n")
+    (single_losses,) = run_ranks(_train, 1, kind, [], cache_dir, tmp_path / "single")
+    assert sorted(single_losses) == [3]
+    assert single_losses[3] == pytest.approx(parallel_losses[3], rel=1e-5)

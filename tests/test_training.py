@@ -1,0 +1,183 @@
+"""The training loop on real data with tiny models: losses fall, resume is exact, pre-emption
+and interrupted checkpoints are safe, bad input is refused before training starts."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from megatron.core import dist_checkpointing
+
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.training import checkpoint as ckpt
+from megatron_seqpt.training.loop import Trainer
+from megatron_seqpt.training.metrics import read_metrics
+from tests.run_configs import tiny_config
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def train_losses(run_dir: Path, split: str = "train") -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")
+            if r.get("split", "train") == split}
+
+
+def parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in trainer.modules[0].named_parameters()}
+
+
+@pytest.mark.parametrize("kind", ["encoder", "t5"])
+def test_tiny_model_validation_loss_falls(kind, single_process, cache_dir, tmp_path):
+    config = tiny_config(kind, cache_dir, ["train.steps=40", "train.eval_interval=20",
+                                           "logging.log_interval=10"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    result = Trainer(config, tmp_path, ctx).run()
+    valid = train_losses(tmp_path, "valid")
+    assert result.status == "completed" and result.step == 40
+    assert sorted(valid) == [0, 20, 40]
+    assert valid[0] > valid[20] > valid[40] and valid[40] < valid[0] - 0.5, valid
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    for key in ("step", "loss", "lr", "grad_norm", "tokens_per_s", "consumed_tokens"):
+        assert key in records[-2] or key in records[-1], key
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_0000040"
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
+
+
+def test_resume_equals_uninterrupted_run(single_process, cache_dir, tmp_path):
+    """Steps 4-6 after resuming from the step-3 checkpoint equal those of the straight run,
+    with dropout on (so the RNG state must be restored too)."""
+    overrides = ["train.steps=6", "checkpoint.save_interval=3", "checkpoint.keep_last=0",
+                 "train.eval_interval=2", "model.hidden_dropout=0.1"]
+    config = tiny_config("t5", cache_dir, overrides)
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    straight = Trainer(config, tmp_path / "straight", ctx)
+    straight.run()
+    final = parameters(straight)
+
+    resumed_dir = tmp_path / "resumed"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight/checkpoints/step_0000003",
+                    resumed_dir / "checkpoints/step_0000003")
+    (resumed_dir / "checkpoints/latest").write_text("step_0000003\n")
+    resumed = Trainer(config, resumed_dir, ctx)
+    assert resumed.state.step == 3
+    result = resumed.run()
+    assert result.step == 6
+    expected = train_losses(tmp_path / "straight")
+    got = train_losses(resumed_dir)
+    assert [got[s] for s in (4, 5, 6)] == [expected[s] for s in (4, 5, 6)]
+    for name, value in parameters(resumed).items():
+        assert torch.equal(value, final[name]), name
+
+
+def test_interrupted_checkpoint_leaves_previous_latest(single_process, cache_dir, tmp_path,
+                                                      monkeypatch):
+    config = tiny_config("encoder", cache_dir, ["train.steps=4", "checkpoint.save_interval=2",
+                                                "train.eval_interval=100"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    real_save = dist_checkpointing.save
+    calls = []
+
+    def dies_during_second_save(state, directory, **kwargs):
+        calls.append(directory)
+        if len(calls) == 2:
+            real_save(state, directory, **kwargs)  # files written, never published
+            raise KeyboardInterrupt("killed while writing the checkpoint")
+        return real_save(state, directory, **kwargs)
+
+    monkeypatch.setattr(dist_checkpointing, "save", dies_during_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, tmp_path, ctx).run()
+    monkeypatch.undo()
+    root = tmp_path / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step_0000002"
+    assert (root / "step_0000004.partial").is_dir()
+    resumed = Trainer(config, tmp_path, ctx)
+    assert resumed.state.step == 2
+    assert not (root / "step_0000004.partial").exists()
+    assert resumed.run().step == 4
+
+
+def test_non_finite_loss_is_skipped_then_stops_with_checkpoint(single_process, cache_dir,
+                                                               tmp_path):
+    config = tiny_config("encoder", cache_dir, ["train.steps=30", "optim.lr=1e30",
+                                                "optim.warmup_steps=0", "train.max_skipped_steps=3",
+                                                "train.eval_interval=100"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    result = Trainer(config, tmp_path, ctx).run()
+    assert result.status == "diverged"
+    skipped = [r for r in read_metrics(tmp_path / "metrics.jsonl")
+               if r.get("event") == "skipped non-finite loss"]
+    assert len(skipped) == 3
+    assert result.step == skipped[-1]["step"] < 30
+    assert ckpt.resolve(tmp_path).name == f"step_{result.step:07d}"
+
+
+def test_bad_inputs_are_refused_before_training(single_process, cache_dir, tmp_path):
+    config = tiny_config("encoder", cache_dir, ["train.steps=2"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    with pytest.raises(UserError, match="model.vocab_size is 123 but the tokenizer"):
+        Trainer(tiny_config("encoder", cache_dir, ["model.vocab_size=123"]), tmp_path / "a", ctx)
+    with pytest.raises(UserError, match="data.prefixes.xx: .*missing_en.bin does not exist"):
+        bad = tiny_config("encoder", cache_dir)
+        bad.data.prefixes = {"xx": str(tmp_path / "missing_en")}
+        Trainer(bad, tmp_path / "b", ctx)
+    Trainer(config, tmp_path / "small", ctx).run()
+    other = tiny_config("encoder", cache_dir, ["model.hidden_size=32",
+                                               f"checkpoint.load={tmp_path / 'small'}"])
+    with pytest.raises(ckpt.CheckpointError, match="model.hidden_size: checkpoint 64, config 32"):
+        Trainer(other, tmp_path / "c", ctx)
+    assert not (tmp_path / "c" / "metrics.jsonl").exists()
+
+
+def test_cli_refuses_layout_that_does_not_fit(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--run-dir", str(tmp_path),
+         "parallel.tensor_model_parallel_size=2"], capture_output=True, text=True,
+        env={**os.environ, "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": "29999"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "world size 1 is not divisible" in result.stderr
+
+
+def test_preemption_signal_checkpoints_and_exits_zero(cache_dir, tmp_path):
+    config_path = tmp_path / "config.yaml"
+    from megatron_seqpt.config import dump
+
+    dump(tiny_config("encoder", cache_dir, ["train.steps=100000", "train.eval_interval=100000",
+                                            "checkpoint.save_interval=100000"]), config_path)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--config",
+               str(config_path), "--run-dir", str(run_dir)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+            metrics.exists() and len(train_losses(run_dir)) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "preempted"
+    stopped_at = result["step"]
+    assert ckpt.resolve(run_dir).name == f"step_{stopped_at:07d}"
+
+    # The same command resumes; a smaller train.steps ends it right away.
+    again = subprocess.run(command + [f"train.steps={stopped_at + 1}"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"at step {stopped_at}" in again.stdout
+    assert json.loads((run_dir / "result.json").read_text())["step"] == stopped_at + 1
