@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import pickle
 import queue as queue_module
 import socket
 import traceback
-import multiprocessing as mp
 from typing import Any, Callable
 
 

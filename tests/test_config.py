@@ -29,7 +29,8 @@ train:
   steps: 10
 """)
     config = load_run_config(path, ["train.steps=50", "model.decoder.num_layers=1",
-                                    "optim.lr=1", "optim.min_lr=1e-6", "data.corpus=[a.jsonl, b.txt]",
+                                    "optim.lr=1", "optim.min_lr=1e-6",
+                                    "data.corpus=[a.jsonl, b.txt]",
                                     "checkpoint.load=null"])
     assert config.model.kind == "t5"
     assert config.model.encoder.num_layers == 4          # from the file

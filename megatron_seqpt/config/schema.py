@@ -44,6 +44,8 @@ class ModelConfig:
     init_method_std: float = 0.02
     # auto: transformer-engine when it imports and a GPU is present, else megatron-core local.
     transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
+    # Core attention of the local layers: torch's fused SDPA, or megatron-core's unfused one.
+    local_attention: Literal["sdpa", "megatron"] = "sdpa"
 
     def validate(self) -> None:
         if self.hidden_size < 1:
@@ -55,7 +57,8 @@ class ModelConfig:
                 raise ConfigError(
                     f"hidden_size {self.hidden_size} is not divisible by "
                     f"{name}.num_attention_heads {stack.num_attention_heads}; change one so that "
-                    "each head gets hidden_size / heads channels", key=f"{name}.num_attention_heads")
+                    "each head gets hidden_size / heads channels",
+                    key=f"{name}.num_attention_heads")
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"must be in [0, 1), got {getattr(self, name)}", key=name)
@@ -80,6 +83,9 @@ class DataConfig:
     prefixes: dict[str, str] = field(default_factory=dict)
     seq_length: int = 128
     decoder_seq_length: int = 64
+    # Processes that build training samples ahead of the step; null: 2 with a GPU, 0 on CPU
+    # (where they would compete with the step for the same cores).
+    loader_workers: Optional[int] = None
     sampling_alpha: float = 0.3
     split: str = "90,5,5"
     # MLM.
@@ -91,6 +97,9 @@ class DataConfig:
     mean_span_length: float = 3.0
 
     def validate(self) -> None:
+        if self.loader_workers is not None and self.loader_workers < 0:
+            raise ConfigError(f"must be >= 0 (or null for the default), got "
+                              f"{self.loader_workers}", key="loader_workers")
         if self.seq_length < 8:
             raise ConfigError(f"must be at least 8, got {self.seq_length}", key="seq_length")
         if not 0.0 < self.sampling_alpha <= 1.0:

@@ -1,8 +1,8 @@
 """Special tokens every model of this project needs, reserved at fixed places in the vocabulary.
 
 sentencepiece's own control ids come first (pad 0, as megatron-core's T5 masks assume; then
-eos, bos, unk); cls/sep/mask and the T5 sentinels follow as user-defined symbols, so they are
-never split and never produced from ordinary text.
+eos, bos, unk); cls/sep/mask and the T5 sentinels follow as control symbols: a literal "<mask>"
+in the text is ordinary text, never the mask id (they decode to nothing; ``piece()`` names them).
 """
 
 PAD = "<pad>"
@@ -23,6 +23,6 @@ def sentinel(index: int) -> str:
     return f"<extra_id_{index}>"
 
 
-def user_defined_symbols(num_sentinels: int) -> list[str]:
-    """The symbols after the control ids, in vocabulary order."""
+def reserved_symbols(num_sentinels: int) -> list[str]:
+    """The symbols after sentencepiece's own four, in vocabulary order."""
     return [CLS, SEP, MASK] + [sentinel(i) for i in range(num_sentinels)]

@@ -1,0 +1,143 @@
+"""Preprocessing throughput and memory, next to sentencepiece's own encode rate on the same text.
+
+    python benchmarks/preprocess_throughput.py [--mb 50] [--memory-mb 100] [--workers 1 2]
+
+Builds corpora of about --mb and --memory-mb megabytes from the default corpus (its records
+reshuffled for each repetition), trains a tokenizer on the default corpus, and measures in one run:
+- the ceiling: ``sp.encode(texts, num_threads=1)`` tokens/s on the corpus' first 10 MB of texts,
+  measured again next to each run (this machine's speed drifts; ratios use the adjacent one);
+- ``preprocess`` tokens/s with each worker count, per document and with sentence splitting, and
+  its ratio to (workers x ceiling); sentence splitting also without its fixed cost of learning
+  Punkt per language ("steady");
+- the peak memory (PSS, summed over the process tree) on both corpus sizes: it should not grow.
+Each setting runs --repeat times and the fastest run counts.
+Each preprocess run is a child process, so its memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import sentencepiece as spm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from megatron_seqpt.data.corpus import default_corpus_path  # noqa: E402
+from megatron_seqpt.data.preprocess import preprocess  # noqa: E402
+from megatron_seqpt.tokenizer.training import train_tokenizer  # noqa: E402
+
+
+def make_corpus(path: Path, megabytes: float, seed: int = 0) -> Path:
+    lines = default_corpus_path().read_text(encoding="utf-8").splitlines()
+    rng, size = random.Random(seed), 0
+    with open(path, "w", encoding="utf-8") as out:
+        while size < megabytes * 1e6:
+            rng.shuffle(lines)
+            block = "\n".join(lines) + "\n"
+            out.write(block)
+            size += len(block.encode("utf-8"))
+    return path
+
+
+def ceiling(texts: list[str], model: Path) -> float:
+    """sentencepiece's batch encode rate (tokens/s, one thread) on these texts: the better of
+    two timings after a warm-up."""
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    sp.encode(texts[:1000], num_threads=1)
+    rates = []
+    for _ in range(2):
+        started = time.perf_counter()
+        tokens = sum(map(len, sp.encode(texts, num_threads=1)))
+        rates.append(tokens / (time.perf_counter() - started))
+    return max(rates)
+
+
+def corpus_texts(corpus: Path, megabytes: float) -> list[str]:
+    """The texts of the corpus' first ``megabytes``: enough for a stable rate."""
+    texts, size = [], 0
+    with corpus.open(encoding="utf-8") as lines:
+        for line in lines:
+            texts.append(json.loads(line)["text"])
+            size += len(line)
+            if size > megabytes * 1e6:
+                break
+    return texts
+
+
+def measured_run(corpus: Path, model: Path, output: Path, workers: int, split: bool) -> dict:
+    """Preprocess in a child process; its result plus the peak memory of its process tree."""
+    child = subprocess.Popen([sys.executable, __file__, "--child", str(corpus), str(model),
+                              str(output), str(workers), str(int(split))],
+                             stdout=subprocess.PIPE, text=True)
+    peak, process = 0, psutil.Process(child.pid)
+    while child.poll() is None:
+        try:
+            tree = [process] + process.children(recursive=True)
+            # PSS: pages the forked workers share with the parent count once, not per process.
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.05)
+    if child.returncode:
+        raise SystemExit(f"preprocess failed with exit status {child.returncode}")
+    result = json.loads(child.stdout.read())
+    result["peak_mb"] = peak / 2**20
+    return result
+
+
+def child(corpus: str, model: str, output: str, workers: str, split: str) -> None:
+    summary = preprocess([corpus], output, model, workers=int(workers),
+                         split_sentences=bool(int(split)), progress=False)
+    print(json.dumps({"tokens": sum(d.tokens for d in summary.datasets),
+                      "seconds": summary.seconds, "punkt_seconds": summary.punkt_seconds}))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        return child(*sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=50)
+    parser.add_argument("--memory-mb", type=float, default=100,
+                        help="second corpus size, for the memory comparison")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="runs per setting; the fastest counts (this machine is shared)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
+        root = Path(tmp)
+        model = train_tokenizer([default_corpus_path()], 4000, root / "tok", progress=False)
+        corpus = make_corpus(root / "corpus.jsonl", args.mb)
+        texts = corpus_texts(corpus, 10)
+        print(f"corpus {corpus.stat().st_size / 1e6:.1f} MB; ratios are tokens/s per worker over "
+              "sentencepiece's own encode rate (1 thread), the ceiling")
+        print(f"{'mode':<9} {'workers':>7} {'ceiling':>11} {'tokens/s':>11} {'per worker':>11} "
+              f"{'steady/worker':>14} {'peak PSS MB':>12}")
+        runs = {}
+        for split in (False, True):
+            for workers in args.workers:
+                rate = ceiling(texts, model)
+                tries = [measured_run(corpus, model, root / "out" / "x", workers, split)
+                         for _ in range(args.repeat)]
+                r = runs[split, workers] = min(tries, key=lambda t: t["seconds"])
+                speed = r["tokens"] / r["seconds"]
+                steady = r["tokens"] / (r["seconds"] - r["punkt_seconds"])
+                print(f"{'sentence' if split else 'document':<9} {workers:>7} {rate:>11,.0f} "
+                      f"{speed:>11,.0f} {speed / workers / rate:>11.2f} "
+                      f"{steady / workers / rate:>14.2f} {r['peak_mb']:>12.0f}")
+        workers = max(args.workers)
+        big = make_corpus(root / "big.jsonl", args.memory_mb, seed=1)
+        bigger = measured_run(big, model, root / "out" / "y", workers, True)
+        print(f"memory, sentence mode, {workers} workers: peak PSS of the process tree "
+              f"{runs[True, workers]['peak_mb']:.0f} MB on {corpus.stat().st_size / 1e6:.0f} MB, "
+              f"{bigger['peak_mb']:.0f} MB on {big.stat().st_size / 1e6:.0f} MB")
+
+if __name__ == "__main__":
+    main()

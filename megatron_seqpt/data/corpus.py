@@ -1,0 +1,222 @@
+"""Streaming readers for raw corpora: jsonl records and plain text, one document at a time.
+
+Formats (chosen by the file name):
+- ``*.txt`` / ``*.text``: one document per non-empty line (blank lines are ignored), the same
+  one-document-per-line layout as Megatron's jsonl, so line numbers name documents exactly.
+- anything else: jsonl, one JSON object per line holding the text under ``json_keys`` (default
+  ``text``) and its language under ``lang_key`` (default ``lang``). Inside a text, ``\\n``
+  separates paragraphs.
+
+A document's language is its record's ``lang_key`` value; records without one (and every line of
+a text file) take the ``lang`` option, else the file's stem (``de.txt`` -> ``de``).
+
+Bad input (not JSON, not UTF-8, a missing key, an empty document) raises ``CorpusError`` naming
+the file and line; with ``on_error="skip"`` the record is left out and counted in ``Skips``.
+Files are read line by line, so memory does not depend on their size.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Literal, Sequence
+
+from tqdm import tqdm
+
+from megatron_seqpt.errors import UserError
+
+TEXT_SUFFIXES = (".txt", ".text")
+OnError = Literal["fail", "skip"]
+# A language names output files (PREFIX_<lang>_text_sentence): no separators or spaces.
+_LANG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Why a record was left out -> what the user can do about it.
+SKIP_REASONS = {
+    "invalid_json": "fix the line, or check the file really is jsonl (only *.txt/*.text files "
+                    "are read as plain text)",
+    "not_utf8": "convert the file to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8 IN > OUT)",
+    "missing_key": "name the key that holds the text with --json-keys",
+    "bad_value": "make the record a JSON object whose text is a string and whose language is "
+                 "a plain code such as 'en' (letters, digits, '.', '_', '-')",
+    "empty_document": "remove the record; a document needs some text",
+}
+
+
+class CorpusError(UserError):
+    """A bad record: says which file and line, what is wrong, and what to do."""
+
+    def __init__(self, path: str, line: int, reason: str, detail: str):
+        self.path, self.line, self.reason = path, line, reason
+        super().__init__(f"{path}:{line}: {detail}; {SKIP_REASONS[reason]}, or pass "
+                         "--on-error skip to leave such records out")
+
+
+@dataclass
+class Skips:
+    """Records left out with ``on_error="skip"``: a count per reason and where each was first."""
+
+    counts: Counter = field(default_factory=Counter)
+    first: dict[str, str] = field(default_factory=dict)
+
+    def add(self, error: CorpusError) -> None:
+        self.counts[error.reason] += 1
+        self.first.setdefault(error.reason, f"{error.path}:{error.line}")
+
+    def describe(self) -> str:
+        return ", ".join(f"{reason} {count} (first at {self.first[reason]})"
+                         for reason, count in sorted(self.counts.items())) or "none"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read records; the same options serve tokenizer training and preprocessing."""
+
+    json_keys: tuple[str, ...] = ("text",)
+    lang_key: str = "lang"
+    # Language of text files and of records without ``lang_key``; None: the file's stem.
+    lang: str | None = None
+    on_error: OnError = "fail"
+
+    def __post_init__(self):
+        if not self.json_keys:
+            raise UserError("give at least one JSON key holding text (--json-keys)")
+        if self.on_error not in ("fail", "skip"):
+            raise UserError(f"on_error must be 'fail' or 'skip', got {self.on_error!r}")
+        if self.lang is not None and not _LANG_RE.match(self.lang):
+            raise UserError(f"language {self.lang!r} cannot name output files; use a plain "
+                            "code such as 'en' (letters, digits, '.', '_', '-')")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One document: its language and one text per JSON key, and where it came from."""
+
+    path: str
+    line: int
+    lang: str
+    texts: tuple[str, ...]
+    # Size of the raw line, for throughput figures.
+    nbytes: int
+
+
+def default_corpus_path() -> Path:
+    """The multilingual corpus shipped with the package (UDHR, 12 languages)."""
+    return Path(str(importlib.resources.files("megatron_seqpt")
+                    / "resources" / "corpus" / "udhr.jsonl"))
+
+
+def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """The input files as paths, or an error naming the first that cannot be read."""
+    checked = [Path(p).expanduser() for p in paths]
+    if not checked:
+        raise UserError("no input files given (--input FILE [FILE ...])")
+    for path in checked:
+        # Not is_file(): a named pipe is a fine input where one pass is enough.
+        if not path.exists() or path.is_dir():
+            raise UserError(f"input file {path} does not exist or is a directory")
+    return checked
+
+
+def read_records(paths: Sequence[str | Path], options: ReadOptions,
+                 skips: Skips | None = None) -> Iterator[Record]:
+    """Every good record of every file in order; bad ones raise or are counted in ``skips``."""
+    for path in check_inputs(paths):
+        is_text = path.name.endswith(TEXT_SUFFIXES)
+        if is_text and len(options.json_keys) > 1:
+            raise UserError(f"{path}: a text file holds one text per line; several "
+                            "--json-keys apply to jsonl files only")
+        default_lang = options.lang or path.stem
+        with open(path, "rb") as lines:
+            for number, raw in enumerate(lines, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    text = _decode(raw, str(path), number)
+                    if is_text:
+                        yield Record(str(path), number, _file_language(default_lang, path),
+                                     (text.strip(),), len(raw))
+                    else:
+                        yield _parse_json(text, path, number, default_lang, options, len(raw))
+                except CorpusError as error:
+                    if options.on_error == "fail":
+                        raise
+                    if skips is not None:
+                        skips.add(error)
+
+
+def _decode(raw: bytes, path: str, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CorpusError(path, line, "not_utf8",
+                          f"bytes that are not UTF-8 at byte {err.start + 1} of the line "
+                          f"({raw[err.start:err.start + 4]!r})") from None
+
+
+def _file_language(stem: str, path: Path) -> str:
+    """The language of records that do not name one: --lang, else the file's stem."""
+    if not _LANG_RE.match(stem):
+        raise UserError(f"{path}: records without a language take it from --lang or from the "
+                        f"file name, but '{stem}' cannot name output files; pass --lang CODE "
+                        "(or name the file after its language, e.g. de.txt)")
+    return stem
+
+
+def _parse_json(line_text: str, file: Path, line: int, default_lang: str,
+                options: ReadOptions, nbytes: int) -> Record:
+    path = str(file)
+    try:
+        record = json.loads(line_text)
+    except json.JSONDecodeError as err:
+        raise CorpusError(path, line, "invalid_json",
+                          f"not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise CorpusError(path, line, "bad_value",
+                          f"a JSON {type(record).__name__} where an object was expected")
+    texts = []
+    for key in options.json_keys:
+        if key not in record:
+            raise CorpusError(path, line, "missing_key",
+                              f"record has no key '{key}' (it has: "
+                              f"{', '.join(map(repr, record)) or 'no keys'})")
+        text = record[key]
+        if not isinstance(text, str):
+            raise CorpusError(path, line, "bad_value",
+                              f"key '{key}' holds a {type(text).__name__}, not a string")
+        if not text.strip():
+            raise CorpusError(path, line, "empty_document",
+                              f"key '{key}' holds an empty document")
+        texts.append(text)
+    if options.lang_key not in record:
+        return Record(path, line, _file_language(default_lang, file), tuple(texts), nbytes)
+    lang = record[options.lang_key]
+    if not isinstance(lang, str) or not _LANG_RE.match(lang):
+        raise CorpusError(path, line, "bad_value",
+                          f"language {lang!r} (key '{options.lang_key}') cannot name output "
+                          "files")
+    return Record(path, line, lang, tuple(texts), nbytes)
+
+
+class ByteProgress:
+    """A tqdm bar on stderr over the input files' bytes, advanced as records are read."""
+
+    def __init__(self, paths: Sequence[str | Path], desc: str, enabled: bool = True):
+        total = sum(os.path.getsize(p) for p in check_inputs(paths))
+        self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled,
+                        dynamic_ncols=True, leave=False)
+
+    def records(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            self.bar.update(record.nbytes)
+            yield record
+
+    def __enter__(self) -> "ByteProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()

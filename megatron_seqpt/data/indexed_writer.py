@@ -1,0 +1,72 @@
+"""megatron-core indexed datasets (.bin/.idx) written so that a failed run leaves none behind.
+
+Each dataset is built by megatron-core's ``IndexedDatasetBuilder`` under a temporary name. Only
+when every dataset of the run is complete are they moved to their final names, each .idx after
+its .bin: a .bin/.idx pair at the final names is always a complete one. A run that fails or is
+interrupted deletes its temporary files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
+
+
+def token_dtype(vocab_size: int) -> type[np.number]:
+    """The smallest id type megatron-core reads for this vocabulary (uint16 below 65500)."""
+    return DType.optimal_dtype(vocab_size)
+
+
+def token_count(prefix: str | Path) -> int:
+    """Tokens in an indexed dataset, read from its .idx."""
+    # Keep the dataset alive while summing: its arrays are views of a memory map it closes.
+    dataset = IndexedDataset(str(prefix))
+    return int(dataset.sequence_lengths.sum(dtype=np.int64))
+
+
+class IndexedOutputs:
+    """The datasets one run writes, keyed by final prefix; commit() or discard() ends them."""
+
+    def __init__(self, dtype: type[np.number]):
+        self.dtype = dtype
+        self._builders: dict[str, IndexedDatasetBuilder] = {}
+        self._suffix = f".tmp-{os.getpid()}"
+
+    def builder(self, prefix: str) -> IndexedDatasetBuilder:
+        """The builder for ``prefix``, opened (under a temporary name) on first use."""
+        if prefix not in self._builders:
+            Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+            self._builders[prefix] = IndexedDatasetBuilder(self._temporary(prefix, ".bin"),
+                                                           dtype=self.dtype)
+        return self._builders[prefix]
+
+    def add_document(self, prefix: str, tokens: np.ndarray, lengths: Sequence[int]) -> None:
+        """One document whose items (sentences) have these lengths, in order."""
+        self.builder(prefix).add_document(tokens, lengths)
+
+    def commit(self) -> list[str]:
+        """Finish every dataset, then move them all to their final names."""
+        for prefix, builder in self._builders.items():
+            builder.finalize(self._temporary(prefix, ".idx"))
+        for prefix in self._builders:
+            # A stale .idx must not pair with the new .bin while they move.
+            Path(f"{prefix}.idx").unlink(missing_ok=True)
+            os.replace(self._temporary(prefix, ".bin"), f"{prefix}.bin")
+            os.replace(self._temporary(prefix, ".idx"), f"{prefix}.idx")
+        committed, self._builders = sorted(self._builders), {}
+        return committed
+
+    def discard(self) -> None:
+        """Delete every temporary file of this run."""
+        for prefix, builder in self._builders.items():
+            builder.data_file.close()
+            for suffix in (".bin", ".idx"):
+                Path(self._temporary(prefix, suffix)).unlink(missing_ok=True)
+        self._builders = {}
+
+    def _temporary(self, prefix: str, suffix: str) -> str:
+        return f"{prefix}{self._suffix}{suffix}"

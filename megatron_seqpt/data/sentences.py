@@ -1,0 +1,201 @@
+"""Sentence splitting for many languages with nltk's Punkt, learned from the corpus itself.
+
+nltk's pretrained Punkt models cannot be downloaded here, so each language's Punkt parameters
+(abbreviations, collocations, sentence starters) are learned with ``PunktTrainer`` from a
+bounded sample of that language's text, or loaded from a directory in nltk's ``punkt_tab``
+format. Punkt is told about more sentence-final marks than '.', '?', '!': the Devanagari danda
+and the Arabic, Urdu, Armenian and Ethiopic marks. Scripts that write no space between
+sentences (Japanese, Chinese, Thai, ...) do not suit Punkt; they split after their sentence
+punctuation (。！？), except inside brackets and quotes (「...。」と言った。 is one sentence).
+A line break always ends a sentence (paragraphs are separated by "\\n").
+
+Splitting is lossless: sentences are non-overlapping slices of the text, in order, and only
+whitespace lies between them, so the text is its sentences joined by the whitespace they left.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import nltk.data
+from nltk.data import FileSystemPathPointer
+from nltk.tokenize.punkt import (
+    PunktLanguageVars,
+    PunktParameters,
+    PunktSentenceTokenizer,
+    PunktTrainer,
+    load_punkt_params,
+)
+
+from megatron_seqpt.data.corpus import ByteProgress, ReadOptions, Skips, read_records
+from megatron_seqpt.errors import UserError
+
+# Languages written without spaces between sentences (ISO 639-1 and -3 primary subtags).
+NO_SPACE_LANGUAGES = frozenset({"ja", "jpn", "zh", "zho", "cmn", "yue", "wuu", "th", "tha",
+                                "lo", "lao", "km", "khm", "my", "mya", "bo", "bod"})
+# Characters of text per language Punkt learns from (~50k words): enough to find the frequent
+# abbreviations, and learning takes well under a second.
+DEFAULT_SAMPLE_CHARS = 300_000
+# nltk's punkt_tab directory names its models by English language name.
+_PUNKT_TAB_NAMES = {
+    "cs": "czech", "da": "danish", "nl": "dutch", "en": "english", "et": "estonian",
+    "fi": "finnish", "fr": "french", "de": "german", "el": "greek", "it": "italian",
+    "ml": "malayalam", "no": "norwegian", "nb": "norwegian", "pl": "polish", "pt": "portuguese",
+    "ru": "russian", "sl": "slovene", "es": "spanish", "sv": "swedish", "tr": "turkish",
+}
+_PARAGRAPH = re.compile(r"[^\n]+")
+# In scripts without spaces: sentence punctuation, and the brackets and quotes that it must not
+# split inside of (「こんにちは。」と言った。 is one sentence).
+_NO_SPACE_MARK = re.compile(r"(?P<open>[「『（〔【《〈“‘])|(?P<close>[」』）〕】》〉”’])"
+                            r"|(?P<end>[。！？｡!?]+)")
+
+
+class MultilingualLanguageVars(PunktLanguageVars):
+    """Punkt's rules with the sentence-final marks of more scripts than Latin."""
+
+    sent_end_chars = (".", "?", "!", "।", "॥", "؟", "۔", "։", "።", "፧")
+
+
+# Punkt breaks only after a sentence-final mark that some whitespace follows (after closing
+# punctuation, maybe): a paragraph without one is one sentence, and Punkt need not look at it.
+_MAYBE_SEVERAL = re.compile(
+    f"[{re.escape(''.join(MultilingualLanguageVars.sent_end_chars))}]\\S*\\s")
+
+
+def primary_language(lang: str) -> str:
+    """'zh-Hans' -> 'zh', 'ja_JP' -> 'ja': the part that decides how to split."""
+    return re.split(r"[-_.]", lang, maxsplit=1)[0].lower()
+
+
+def uses_punkt(lang: str) -> bool:
+    """Whether the language separates sentences with spaces (Punkt) or not (punctuation)."""
+    return primary_language(lang) not in NO_SPACE_LANGUAGES
+
+
+def learn_punkt(text: str) -> PunktParameters:
+    """Punkt parameters learned from a sample of one language's text (unsupervised)."""
+    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars())
+    trainer.train(text, finalize=True)
+    return trainer.get_params()
+
+
+def load_punkt_dir(directory: str | Path, lang: str) -> PunktParameters | None:
+    """Punkt parameters for ``lang`` from ``directory`` (punkt_tab format), None if absent.
+
+    ``directory/<lang>/`` is tried first, then nltk's English model name (``english``), so
+    nltk's own ``tokenizers/punkt_tab`` directory works as it is.
+    """
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise UserError(f"Punkt directory {root} does not exist; give a directory holding one "
+                        "punkt_tab folder per language (e.g. nltk_data/tokenizers/punkt_tab)")
+    names = [lang, _PUNKT_TAB_NAMES.get(primary_language(lang))]
+    for name in filter(None, names):
+        if (root / name / "abbrev_types.txt").is_file():
+            # nltk reads data only below its data path; the user chose this directory.
+            if str(root) not in nltk.data.path:
+                nltk.data.path.append(str(root))
+            try:
+                return load_punkt_params(FileSystemPathPointer(str(root / name)))
+            except (LookupError, OSError, ValueError) as err:
+                raise UserError(f"cannot read Punkt parameters in {root / name}: {err}; it "
+                                "needs collocations.tab, sent_starters.txt, abbrev_types.txt "
+                                "and ortho_context.tab") from None
+    return None
+
+
+class SentenceSplitter:
+    """Splits one language's text into sentences; parameters None: punctuation rule only."""
+
+    def __init__(self, lang: str, params: PunktParameters | None):
+        self.lang = lang
+        self._punkt = None
+        if uses_punkt(lang):
+            self._punkt = PunktSentenceTokenizer(params or PunktParameters(),
+                                                 lang_vars=MultilingualLanguageVars())
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        """(start, end) of each sentence: stripped, non-empty, in order."""
+        for found in _PARAGRAPH.finditer(text):
+            offset, paragraph = found.start(), found.group()
+            if not self._punkt:
+                pieces = _punctuation_spans(paragraph)
+            elif _MAYBE_SEVERAL.search(paragraph.strip()):
+                pieces = self._punkt.span_tokenize(paragraph)
+            else:
+                pieces = [(0, len(paragraph))]
+            for start, end in pieces:
+                piece = paragraph[start:end]
+                stripped = piece.strip()
+                if stripped:
+                    lead = len(piece) - len(piece.lstrip())
+                    yield offset + start + lead, offset + start + lead + len(stripped)
+
+    def split(self, text: str) -> list[str]:
+        return [text[start:end] for start, end in self.spans(text)]
+
+
+def _punctuation_spans(paragraph: str) -> Iterator[tuple[int, int]]:
+    start, depth = 0, 0
+    for mark in _NO_SPACE_MARK.finditer(paragraph):
+        if mark.lastgroup == "open":
+            depth += 1
+        elif mark.lastgroup == "close":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            yield start, mark.end()
+            start = mark.end()
+    if start < len(paragraph):
+        yield start, len(paragraph)
+
+
+@dataclass
+class LanguageSurvey:
+    """What one pass over a corpus learns per language: sizes and a bounded text sample."""
+
+    documents: int = 0
+    chars: int = 0
+    sample: list[str] = field(default_factory=list)
+    sample_chars: int = 0
+
+
+def survey_languages(texts: Iterable[tuple[str, str]],
+                     sample_chars: int = DEFAULT_SAMPLE_CHARS) -> dict[str, LanguageSurvey]:
+    """Sizes of each language and the first ``sample_chars`` of its text (memory stays flat)."""
+    surveys: dict[str, LanguageSurvey] = {}
+    for lang, text in texts:
+        survey = surveys.setdefault(lang, LanguageSurvey())
+        survey.documents += 1
+        survey.chars += len(text)
+        if survey.sample_chars < sample_chars:
+            survey.sample.append(text)
+            survey.sample_chars += len(text)
+    return dict(sorted(surveys.items()))
+
+
+def survey_inputs(inputs: Sequence[str | Path], options: ReadOptions, skips: Skips | None = None,
+                  progress: bool = True) -> dict[str, LanguageSurvey]:
+    """``survey_languages`` over input files: the first pass of training and preprocessing."""
+    with ByteProgress(inputs, "surveying languages", progress) as bar:
+        return survey_languages((record.lang, text)
+                                for record in bar.records(read_records(inputs, options, skips))
+                                for text in record.texts)
+
+
+def learn_splitters(samples: Mapping[str, list[str]], punkt_dir: str | Path | None = None,
+                    map_function: Callable = map) -> dict[str, PunktParameters | None]:
+    """Punkt parameters per language: loaded from ``punkt_dir`` where it has them, else learned
+    from the sample (languages in parallel with a pool's ``map``); None for languages split by
+    punctuation."""
+    params: dict[str, PunktParameters | None] = {lang: None for lang in samples}
+    to_learn = []
+    for lang in filter(uses_punkt, samples):
+        params[lang] = load_punkt_dir(punkt_dir, lang) if punkt_dir else None
+        if params[lang] is None:
+            to_learn.append(lang)
+    learned = map_function(learn_punkt, ["\n".join(samples[lang]) for lang in to_learn])
+    params.update(zip(to_learn, learned))
+    return params

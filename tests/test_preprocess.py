@@ -1,0 +1,277 @@
+"""Preprocessing the default corpus into megatron-core indexed datasets, and prepare()'s cache:
+counts and tokens match the input, any worker count writes the same bytes, bad input is named
+by file and line (or counted), and a failed or interrupted run leaves no output behind."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+from megatron_seqpt.config.schema import DataConfig
+from megatron_seqpt.data.corpus import CorpusError
+from megatron_seqpt.data.prepare import prepare
+from megatron_seqpt.data.preprocess import dataset_prefix, preprocess
+from megatron_seqpt.data.sentences import SentenceSplitter, learn_splitters, survey_languages
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.tokenizer.special_tokens import EOS_ID
+from tests.raw_corpus import CORPUS, records, texts_of, tokenizer_model, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+LANGS = sorted({record["lang"] for record in records()})
+
+
+@pytest.fixture(scope="module")
+def sp():
+    return spm.SentencePieceProcessor(model_file=str(tokenizer_model()))
+
+
+@pytest.fixture(scope="module")
+def sentence_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sentences")
+    summary = preprocess([CORPUS], out / "udhr", tokenizer_model(), split_sentences=True,
+                         progress=False)
+    return out, summary
+
+
+def documents(prefix):
+    """Each document of an indexed dataset as a list of its items (token arrays)."""
+    dataset = IndexedDataset(prefix)
+    bounds = dataset.document_indices
+    # Copies: the items are views of a memory map that closes with the dataset.
+    return [[np.array(dataset[i]) for i in range(bounds[d], bounds[d + 1])]
+            for d in range(len(bounds) - 1)]
+
+
+def squeezed(text):
+    return re.sub(r"\s+", "", text)
+
+
+def test_sentence_datasets_hold_each_record_as_a_document_of_its_sentences(sp, sentence_run):
+    out, summary = sentence_run
+    surveys = survey_languages((r["lang"], r["text"]) for r in records())
+    splitters = {lang: SentenceSplitter(lang, p) for lang, p in
+                 learn_splitters({lang: s.sample for lang, s in surveys.items()}).items()}
+    assert summary.prefixes() == {lang: str(out / f"udhr_{lang}_text_sentence")
+                                  for lang in LANGS}
+    for lang in LANGS:
+        texts = texts_of(lang)
+        docs = documents(summary.prefixes()[lang])
+        assert len(docs) == len(texts)
+        for text, doc in zip(texts, docs):
+            sentences = splitters[lang].split(text)
+            assert len(doc) == len(sentences)
+            # Each item is exactly sentencepiece's encoding of its sentence ...
+            assert [list(item) for item in doc] == sp.encode(sentences)
+            # ... and a document decodes to its text, up to the whitespace between sentences
+            # (sentencepiece collapses runs of spaces; the tokenizer does no other
+            # normalisation).
+            decoded = sp.decode(np.concatenate(doc).tolist())
+            assert squeezed(decoded) == squeezed(text)
+        row = next(d for d in summary.datasets if d.lang == lang)
+        assert (row.documents, row.sentences) == (len(texts), sum(map(len, docs)))
+        assert row.tokens == sum(len(item) for doc in docs for item in doc)
+
+
+def test_document_datasets_and_eod(sp, tmp_path):
+    summary = preprocess([CORPUS], tmp_path / "doc", tokenizer_model(), append_eod=True,
+                         progress=False)
+    for lang in LANGS:
+        prefix = dataset_prefix(tmp_path / "doc", lang, "text", split_sentences=False)
+        docs = documents(prefix)
+        assert [list(doc[0]) for doc in docs] == [ids + [EOS_ID] for ids in
+                                                   sp.encode(texts_of(lang))]
+        assert all(len(doc) == 1 for doc in docs)
+    assert sum(d.documents for d in summary.datasets) == len(records())
+
+
+def files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_two_workers_write_the_same_bytes_as_one(sentence_run, tmp_path, split):
+    # Small chunks, so that the work is really spread over both workers.
+    one = sentence_run[0] if split else tmp_path / "one"
+    if not split:
+        preprocess([CORPUS], one / "udhr", tokenizer_model(), progress=False)
+    preprocess([CORPUS], tmp_path / "two" / "udhr", tokenizer_model(), workers=2,
+               split_sentences=split, chunk_bytes=16_000, progress=False)
+    assert files(tmp_path / "two") == files(one)
+
+
+GOOD = records()[:40]
+BAD_LINES = {
+    "invalid_json": b'{"text": "unterminated',
+    "missing_key": json.dumps({"body": "Text under another key.", "lang": "en"}).encode(),
+    "not_utf8": '{"text": "caf\u00e9", "lang": "fr"}'.encode("latin-1"),
+    "empty_document": json.dumps({"text": "  \n ", "lang": "en"}).encode(),
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD_LINES))
+def test_bad_record_is_named_by_file_and_line_or_skipped_and_counted(tmp_path, reason):
+    path = write_jsonl(tmp_path / "in.jsonl", [*GOOD[:25], BAD_LINES[reason], *GOOD[25:]])
+    with pytest.raises(CorpusError) as info:
+        preprocess([path], tmp_path / "out" / "x", tokenizer_model(), progress=False)
+    message = str(info.value)
+    assert info.value.reason == reason
+    assert message.startswith(f"{path}:26: ") and "--on-error skip" in message
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(), on_error="skip",
+                         progress=False)
+    assert dict(summary.skips.counts) == {reason: 1}
+    assert summary.skips.first == {reason: f"{path}:26"}
+    assert sum(d.documents for d in summary.datasets) == len(GOOD)
+
+
+def test_error_messages_say_what_to_do(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [GOOD[0], BAD_LINES["missing_key"]])
+    with pytest.raises(CorpusError, match=r"in.jsonl:2: record has no key 'text' \(it has: "
+                                          r"'body', 'lang'\); name the key .* --json-keys"):
+        preprocess([path], tmp_path / "x", tokenizer_model(), progress=False)
+    text = tmp_path / "de.txt"
+    text.write_bytes("Erste Zeile.\n\nZweite \xfcber.\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"de.txt:3: bytes that are not UTF-8 .*iconv"):
+        preprocess([text], tmp_path / "x", tokenizer_model(), progress=False)
+
+
+def test_text_files_hold_one_document_per_line_in_the_files_language(sp, tmp_path):
+    text = tmp_path / "de.txt"
+    lines = texts_of("de")[0].split("\n")
+    text.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    summary = preprocess([text], tmp_path / "t", tokenizer_model(), progress=False)
+    docs = documents(summary.prefixes()["de"])
+    assert [list(d[0]) for d in docs] == sp.encode(lines)
+    summary = preprocess([text], tmp_path / "t", tokenizer_model(), lang="xx", progress=False)
+    assert list(summary.prefixes()) == ["xx"]
+
+
+def test_failure_part_way_leaves_no_output(tmp_path):
+    # Many chunks are written before the bad last record stops the run.
+    rows = list(records()) + [BAD_LINES["invalid_json"]]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x_en_text_document.idx").write_bytes(b"from an earlier run")
+    with pytest.raises(CorpusError):
+        preprocess([path], out / "x", tokenizer_model(), workers=2, chunk_bytes=8_000,
+                   progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["x_en_text_document.idx"]
+
+
+@pytest.mark.parametrize("signum,workers", [(signal.SIGTERM, 2), (signal.SIGINT, 1)])
+def test_interrupted_tool_leaves_no_output(tmp_path, signum, workers):
+    """The tool reads a named pipe that is fed part of the corpus and then held open, so it is
+    surely mid-run (temporary outputs written) when the signal comes."""
+    pipe = tmp_path / "in.jsonl"
+    os.mkfifo(pipe)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools/preprocess_data.py"), "--input", str(pipe),
+         "--output-prefix", str(out / "x"), "--tokenizer-model", str(tokenizer_model()),
+         "--workers", str(workers), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    release = threading.Event()
+
+    def feed():
+        try:
+            with open(pipe, "wb") as writer:
+                for _ in range(24):                     # ~5.6 MB: five chunks of 1 MiB
+                    writer.write(CORPUS.read_bytes())
+                writer.flush()
+                release.wait(120)
+        except BrokenPipeError:                         # the tool stopped reading: fine
+            pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        deadline = time.time() + 60
+        while not any(".tmp-" in p.name for p in out.glob("*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no output was started"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        release.set()
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []
+
+
+def test_tools_run_from_the_clone(tmp_path):
+    tool = [sys.executable, str(ROOT / "tools/train_tokenizer.py"), "--input", str(CORPUS),
+            "--vocab-size", "2000", "--output-prefix", str(tmp_path / "tok"), "--quiet"]
+    done = subprocess.run(tool, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    bad = subprocess.run([sys.executable, str(ROOT / "tools/preprocess_data.py"), "--input",
+                          str(CORPUS), "--output-prefix", str(tmp_path / "x"),
+                          "--tokenizer-model", str(tmp_path / "missing.model")],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("preprocess_data.py: error: tokenizer model ")
+
+
+def test_prepare_builds_once_and_reuses(tmp_path):
+    config = DataConfig(cache_dir=str(tmp_path / "cache"))
+    first = prepare(config, progress=False)
+    assert sorted(first.prefixes) == LANGS
+    manifest = first.directory / "manifest.json"
+    built = manifest.stat().st_mtime_ns
+    for lang, prefix in first.prefixes.items():
+        assert first.token_counts[lang] == int(IndexedDataset(prefix).sequence_lengths.sum()) > 0
+    assert spm.SentencePieceProcessor(model_file=str(first.tokenizer_model)).vocab_size() == \
+        config.vocab_size
+    again = prepare(config, progress=False)
+    assert again == first and manifest.stat().st_mtime_ns == built
+    # Another vocabulary is another cache entry.
+    other = prepare(DataConfig(cache_dir=config.cache_dir, vocab_size=2000), progress=False)
+    assert other.directory != first.directory
+    Path(first.prefixes["en"] + ".bin").unlink()
+    with pytest.raises(UserError, match=r"incomplete \(data_en_text_sentence.bin is gone\); "
+                                        "delete that directory"):
+        prepare(config, progress=False)
+
+
+def _prepare_in_process(cache_dir):
+    return str(prepare(DataConfig(cache_dir=cache_dir), progress=False).directory)
+
+
+def test_prepare_from_several_processes_at_once_builds_once(tmp_path):
+    # Spawned like the ranks of a job (sentencepiece cannot train in a process forked from one
+    # that trained before, as this one did).
+    with get_context("spawn").Pool(3) as pool:
+        directories = pool.map_async(_prepare_in_process, [str(tmp_path)] * 3).get(timeout=240)
+    assert len(set(directories)) == 1
+    entries = [p.name for p in tmp_path.iterdir() if p.is_dir()]
+    assert entries == [Path(directories[0]).name]           # no temporary build left
+
+
+def test_prepare_with_given_prefixes(sentence_run, tmp_path):
+    out, summary = sentence_run
+    given = DataConfig(prefixes=summary.prefixes(), tokenizer_model=str(tokenizer_model()))
+    prepared = prepare(given, progress=False)
+    assert prepared.prefixes == summary.prefixes()
+    assert prepared.token_counts == {d.lang: d.tokens for d in summary.datasets}
+    missing = DataConfig(prefixes={"en": str(out / "udhr_en_text_sentence"),
+                                   "xx": str(tmp_path / "nope")},
+                         tokenizer_model=str(tokenizer_model()))
+    with pytest.raises(UserError, match=r"data.prefixes.xx: .*nope.bin does not exist; make the "
+                                        r"pair with python tools/preprocess_data.py"):
+        prepare(missing, progress=False)
+    with pytest.raises(UserError, match="needs data.tokenizer_model"):
+        prepare(DataConfig(prefixes=summary.prefixes()), progress=False)

@@ -1,0 +1,130 @@
+"""Sentence splitting per language on the default corpus: lossless, Punkt learned from the text
+itself, punctuation rules for Japanese, danda and Arabic marks, paragraph breaks."""
+
+import re
+
+import pytest
+from nltk.tokenize.punkt import PunktParameters
+
+from megatron_seqpt.data.sentences import (
+    SentenceSplitter,
+    learn_punkt,
+    learn_splitters,
+    load_punkt_dir,
+    survey_languages,
+    uses_punkt,
+)
+from megatron_seqpt.errors import UserError
+from tests.raw_corpus import records, texts_of
+
+LANGS = sorted({record["lang"] for record in records()})
+
+
+@pytest.fixture(scope="module")
+def splitters():
+    surveys = survey_languages((r["lang"], r["text"]) for r in records())
+    params = learn_splitters({lang: s.sample for lang, s in surveys.items()})
+    return {lang: SentenceSplitter(lang, p) for lang, p in params.items()}
+
+
+def squeeze(text):
+    return re.sub(r"\s+", "", text)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_split_is_lossless_and_paragraphs_end_sentences(splitters, lang):
+    splitter = splitters[lang]
+    for text in texts_of(lang):
+        spans = list(splitter.spans(text))
+        sentences = [text[a:b] for a, b in spans]
+        # In order, non-overlapping, only whitespace in between, each stripped and non-empty.
+        bounds = [0] + [x for span in spans for x in span] + [len(text)]
+        gaps = [text[bounds[i]:bounds[i + 1]] for i in range(0, len(bounds), 2)]
+        assert all(not gap.strip() for gap in gaps)
+        assert all(s and s == s.strip() for s in sentences)
+        assert "\n".join(sentences) == text or squeeze("".join(sentences)) == squeeze(text)
+        # No sentence spans a paragraph break, and there are at least as many as paragraphs.
+        assert all("\n" not in s for s in sentences)
+        assert len(sentences) >= len([p for p in text.split("\n") if p.strip()])
+
+
+def test_each_language_splits_inside_paragraphs(splitters):
+    for lang in LANGS:
+        texts = texts_of(lang)
+        sentences = sum(len(splitters[lang].split(t)) for t in texts)
+        paragraphs = sum(len(t.split("\n")) for t in texts)
+        assert sentences > paragraphs, lang
+
+
+def test_japanese_splits_after_its_punctuation_not_inside_quotes(splitters):
+    ja = splitters["ja"]
+    assert not uses_punkt("ja") and not uses_punkt("zh-Hans") and uses_punkt("en")
+    for text in texts_of("ja"):
+        for paragraph in text.split("\n"):
+            sentences = ja.split(paragraph)
+            assert "".join(sentences) == paragraph
+            # Every 。 ends a sentence (UDHR's Japanese has no brackets around one).
+            assert len(sentences) == paragraph.count("。") + (not paragraph.endswith("。"))
+            assert all(s.endswith("。") for s in sentences[:-1])
+    assert ja.split("「自由とは何か。」と彼は問うた。答えはない！本当？") == [
+        "「自由とは何か。」と彼は問うた。", "答えはない！", "本当？"]
+
+
+def test_hindi_danda_ends_sentences(splitters):
+    hi = splitters["hi"]
+    checked = 0
+    for text in texts_of("hi"):
+        for paragraph in text.split("\n"):
+            expected = [s.strip() for s in re.split(r"(?<=।)\s+", paragraph) if s.strip()]
+            if "।" in paragraph.rstrip(" ।"):
+                checked += 1
+            assert hi.split(paragraph) == expected
+    assert checked > 5
+
+
+def test_arabic_question_mark_and_marathi_full_stop(splitters):
+    first, second = texts_of("ar")[0].split("\n")[:2]
+    question = first.rstrip(".") + "؟"
+    assert splitters["ar"].split(question + " " + second) == [
+        question] + splitters["ar"].split(second)
+    mr = texts_of("mr")
+    two = mr[3].strip() + " " + mr[4].split("\n")[0]
+    assert len(splitters["mr"].split(two)) == 2
+
+
+def test_punkt_learns_abbreviations_from_the_text():
+    english = "\n".join(texts_of("en"))
+    # "Art." cited often in the middle of sentences: Punkt must learn it is no sentence end.
+    citing = " ".join(f"This right is set out in Art. {n} of the Declaration."
+                      for n in range(1, 31))
+    params = learn_punkt(english + "\n" + citing)
+    assert "art" in params.abbrev_types
+    text = "Everyone has this right under Art. 3 of the Declaration. Nobody may take it."
+    assert SentenceSplitter("en", params).split(text) == [
+        "Everyone has this right under Art. 3 of the Declaration.", "Nobody may take it."]
+
+
+def test_punkt_parameters_load_from_a_punkt_tab_directory(tmp_path):
+    params = learn_punkt("\n".join(texts_of("en"))
+                         + " ".join(f"See Art. {n} of it." for n in range(1, 31)))
+    folder = tmp_path / "english"          # nltk's punkt_tab names: english, german, ...
+    folder.mkdir()
+    (folder / "abbrev_types.txt").write_text("\n".join(sorted(params.abbrev_types)) + "\n")
+    for name in ("collocations.tab", "sent_starters.txt", "ortho_context.tab"):
+        (folder / name).write_text("")
+    loaded = load_punkt_dir(tmp_path, "en")
+    assert isinstance(loaded, PunktParameters) and loaded.abbrev_types == params.abbrev_types
+    assert load_punkt_dir(tmp_path, "de") is None
+    learned = learn_splitters({"en": ["x."], "de": texts_of("de"), "ja": ["。"]}, tmp_path)
+    assert learned["en"].abbrev_types == params.abbrev_types and learned["ja"] is None
+    with pytest.raises(UserError, match="does not exist"):
+        load_punkt_dir(tmp_path / "missing", "en")
+
+
+def test_survey_keeps_a_bounded_sample():
+    surveys = survey_languages(((r["lang"], r["text"]) for r in records()), sample_chars=1000)
+    assert sorted(surveys) == LANGS
+    for lang, survey in surveys.items():
+        texts = texts_of(lang)
+        assert survey.documents == len(texts) and survey.chars == sum(map(len, texts))
+        assert 1000 <= survey.sample_chars < 1000 + max(map(len, texts))
