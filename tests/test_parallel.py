@@ -127,9 +127,9 @@ def _train(kind, overrides, cache_dir, run_dir):
     from megatron_seqpt.training.metrics import read_metrics
     from tests.run_configs import tiny_config
 
-    config = tiny_config(kind, cache_dir, [*NO_DROPOUT, *overrides, "train.steps=3",
+    config = tiny_config(kind, cache_dir, [*NO_DROPOUT, "train.steps=3",
                                            "checkpoint.save_interval=2",
-                                           "checkpoint.keep_last=0"])
+                                           "checkpoint.keep_last=0", *overrides])
     ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
     Trainer(config, run_dir, ctx).run()
     distributed.shutdown()
@@ -145,10 +145,24 @@ def test_checkpoint_resumes_under_another_layout(kind, processes, overrides, cac
     """Save at step 2 with the layout, resume at one process: step 3 matches."""
     parallel_losses = run_ranks(_train, processes, kind, overrides, cache_dir,
                                 tmp_path / "parallel")[0]
-    single = tmp_path / "single" / "checkpoints"
-    single.mkdir(parents=True)
-    shutil.copytree(tmp_path / "parallel/checkpoints/step_0000002", single / "step_0000002")
-    (single / "latest").write_text("step_0000002\n")
+    _resume_from_step_2(tmp_path / "parallel", tmp_path / "single")
     (single_losses,) = run_ranks(_train, 1, kind, [], cache_dir, tmp_path / "single")
     assert sorted(single_losses) == [3]
     assert single_losses[3] == pytest.approx(parallel_losses[3], rel=1e-5)
+
+
+def _resume_from_step_2(source: Path, target: Path) -> None:
+    (target / "checkpoints").mkdir(parents=True)
+    shutil.copytree(source / "checkpoints/step_0000002", target / "checkpoints/step_0000002")
+    (target / "checkpoints/latest").write_text("step_0000002\n")
+
+
+def test_distributed_optimizer_resumes_exactly(cache_dir, tmp_path):
+    """DP=2 with the distributed optimizer: steps 3 and 4 after resuming at step 2 equal the
+    straight run's (step 4 shows whether AdamW's state, step counter included, came back)."""
+    overrides = ["parallel.use_distributed_optimizer=true", "train.steps=4"]
+    straight = run_ranks(_train, 2, "t5", overrides, cache_dir, tmp_path / "straight")[0]
+    _resume_from_step_2(tmp_path / "straight", tmp_path / "resumed")
+    resumed = run_ranks(_train, 2, "t5", overrides, cache_dir, tmp_path / "resumed")[0]
+    assert sorted(resumed) == [3, 4]
+    assert [resumed[3], resumed[4]] == [straight[3], straight[4]]

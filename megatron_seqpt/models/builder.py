@@ -6,7 +6,7 @@ spec, so the encoder part of either is interchangeable with the other's.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,20 +15,28 @@ from megatron.core.models.bert import bert_lm_head
 from megatron.core.models.bert.bert_model import BertModel
 from megatron.core.models.T5.t5_model import T5Model
 from megatron.core.transformer.enums import AttnBackend
+from megatron.core.transformer.module import Float16Module
 from megatron.core.transformer.transformer_block import get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_seqpt.config.schema import ModelConfig, ParallelConfig, StackConfig
-from megatron_seqpt.models.specs import LayerImpl, block_spec, decoder_layer_spec, \
-    encoder_layer_spec
+from megatron_seqpt.models.specs import (
+    LayerImpl,
+    block_spec,
+    decoder_layer_spec,
+    encoder_layer_spec,
+)
+from megatron_seqpt.runtime.backend import Backend
 
 Precision = Literal["fp32", "bf16"]
 
 
 def transformer_config(model: ModelConfig, stack: StackConfig, parallel: ParallelConfig,
-                       precision: Precision, impl: LayerImpl, on_gpu: bool) -> TransformerConfig:
+                       precision: Precision, impl: LayerImpl,
+                       backend: Backend) -> TransformerConfig:
     """megatron-core's TransformerConfig for one stack (encoder or decoder)."""
     bf16 = precision == "bf16"
+    on_gpu = backend.cuda
     activation = {"gelu": F.gelu, "relu": F.relu, "swiglu": F.silu}[model.activation]
     return TransformerConfig(
         num_layers=stack.num_layers,
@@ -53,7 +61,7 @@ def transformer_config(model: ModelConfig, stack: StackConfig, parallel: Paralle
         use_cpu_initialization=not on_gpu,
         attention_backend=AttnBackend.local if impl.is_local else AttnBackend.auto,
         # Fusions that need CUDA kernels only where those exist.
-        masked_softmax_fusion=on_gpu,
+        masked_softmax_fusion=backend.fused_softmax,
         bias_activation_fusion=on_gpu and model.activation in ("gelu", "swiglu"),
         bias_dropout_fusion=on_gpu,
         gradient_accumulation_fusion=False,
@@ -82,12 +90,41 @@ class MLMEncoder(BertModel):
     def _sanity_check_attention_and_get_attn_mask_dimension(self) -> str:
         return "b1ss" if self._impl.is_local else "b11s"
 
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                lm_labels: Optional[torch.Tensor] = None,
+                loss_mask: Optional[torch.Tensor] = None):
+        """Per-token MLM loss [b, s] on the last pipeline stage (hidden states elsewhere).
+
+        Given ``loss_mask``, the MLM head and the vocabulary projection run only at the
+        predicted positions (about 15% of the tokens) instead of at every position: the same
+        loss for a fraction of the model's largest matmul. Under sequence parallelism each rank
+        holds part of the sequence, and BertModel's full-sequence path is used instead.
+        """
+        if loss_mask is None or lm_labels is None or not self.post_process \
+                or self.config.sequence_parallel:
+            output = super().forward(input_ids, attention_mask, lm_labels=lm_labels)
+            return output[0] if isinstance(output, tuple) else output
+        self.post_process = False  # BertModel then stops after the encoder
+        try:
+            hidden = super().forward(input_ids, attention_mask)  # [s, b, h]
+        finally:
+            self.post_process = True
+        predicted = loss_mask.transpose(0, 1).bool()  # [s, b], the layout of ``hidden``
+        head = self.lm_head(hidden[predicted]).unsqueeze(1)  # [n, 1, h]
+        logits, _ = self.output_layer(head, weight=self.shared_embedding_or_output_weight())
+        labels = lm_labels.transpose(0, 1)[predicted].unsqueeze(0)  # [1, n]
+        losses = self.compute_language_model_loss(labels, logits)[0]  # [n]
+        full = losses.new_zeros(predicted.shape)
+        full[predicted] = losses
+        return full.transpose(0, 1)
+
 
 def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
-                precision: Precision, impl: LayerImpl, on_gpu: bool, *,
+                precision: Precision, impl: LayerImpl, backend: Backend, *,
                 pre_process: bool = True, post_process: bool = True) -> torch.nn.Module:
-    """This pipeline stage's part of the model, on the current device, not yet wrapped."""
-    encoder_config = transformer_config(model, model.encoder, parallel, precision, impl, on_gpu)
+    """This pipeline stage's part of the model, on the current device, not yet wrapped in
+    DDP (in megatron-core's Float16Module for bf16)."""
+    encoder_config = transformer_config(model, model.encoder, parallel, precision, impl, backend)
     encoder_block = block_spec(encoder_layer_spec(impl),
                                get_num_layers_to_build(encoder_config), impl)
     common = dict(vocab_size=vocab_size, max_sequence_length=model.max_position_embeddings,
@@ -100,14 +137,19 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
                            impl=impl, **common)
     else:
         decoder_config = transformer_config(model, model.decoder, parallel, precision, impl,
-                                            on_gpu)
+                                            backend)
         decoder_block = block_spec(decoder_layer_spec(impl), model.decoder.num_layers, impl)
         built = T5Model(config=decoder_config, encoder_config=encoder_config,
                         transformer_encoder_layer_spec=encoder_block,
                         transformer_decoder_layer_spec=decoder_block, **common)
     built.model_type = ModelType.encoder_or_decoder
-    if on_gpu:
+    if backend.cuda:
         built.cuda(torch.cuda.current_device())
+    if precision == "bf16":
+        # megatron-core's half-precision wrapper: every parameter (also of layers that are
+        # plain torch modules, like the MLM head's dense) in bf16, inputs cast on the first
+        # pipeline stage and outputs back to fp32 on the last.
+        built = Float16Module(encoder_config, built)
     return built
 
 

@@ -42,8 +42,8 @@ def t5_attention_masks(batch: Batch, impl: LayerImpl):
 
 def encoder_output(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Per-token MLM loss [b, s] on the last pipeline stage, hidden states elsewhere."""
-    output = model(batch["text"], batch["padding_mask"], lm_labels=batch["labels"])
-    return output[0] if isinstance(output, tuple) else output
+    return model(batch["text"], batch["padding_mask"], lm_labels=batch["labels"],
+                 loss_mask=batch["loss_mask"])
 
 
 def t5_output(model: torch.nn.Module, batch: Batch, impl: LayerImpl) -> torch.Tensor:

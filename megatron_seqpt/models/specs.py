@@ -30,6 +30,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.models.sdpa_attention import SDPAttention
 from megatron_seqpt.runtime.backend import Backend
 
 # Local layers keep their norms as separate modules; checkpoints store them under the
@@ -62,6 +63,7 @@ class LayerImpl:
 
     kind: Literal["transformer_engine", "local"]
     norm: type
+    attention: type = DotProductAttention
 
     @property
     def is_local(self) -> bool:
@@ -71,12 +73,17 @@ class LayerImpl:
         if not self.is_local:
             return ("layers=transformer-engine spec (fused norm+linear, TE attention), "
                     "norm=TENorm")
-        return (f"layers=megatron-core local spec, norm={self.norm.__module__}."
-                f"{self.norm.__name__}, attention=megatron-core DotProductAttention")
+        return (f"layers=megatron-core local spec, norm={_name(self.norm)}, "
+                f"attention={_name(self.attention)}")
 
 
-def choose_impl(requested: str, backend: Backend) -> LayerImpl:
-    """``requested`` is model.transformer_impl: auto, local or transformer_engine."""
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def choose_impl(requested: str, local_attention: str, backend: Backend) -> LayerImpl:
+    """``requested`` is model.transformer_impl (auto, local or transformer_engine);
+    ``local_attention`` model.local_attention (sdpa or megatron)."""
     if requested == "transformer_engine" and not backend.transformer_engine:
         raise UserError("model.transformer_impl is transformer_engine but transformer-engine "
                         "is not importable here (or no GPU is visible); use auto or local")
@@ -84,20 +91,23 @@ def choose_impl(requested: str, backend: Backend) -> LayerImpl:
         from megatron.core.extensions.transformer_engine import TENorm
 
         return LayerImpl("transformer_engine", TENorm)
+    attention = SDPAttention if local_attention == "sdpa" else DotProductAttention
     if backend.apex:
         from megatron.core.fusions.fused_layer_norm import FusedLayerNorm
 
-        return LayerImpl("local", FusedLayerNorm)
-    return LayerImpl("local", TorchNorm)
+        return LayerImpl("local", FusedLayerNorm, attention)
+    return LayerImpl("local", TorchNorm, attention)
 
 
-def _local_layer(norm: type, *, causal_self_attention: bool, cross_attention: bool) -> ModuleSpec:
+def _local_layer(impl: LayerImpl, *, causal_self_attention: bool,
+                 cross_attention: bool) -> ModuleSpec:
+    norm = impl.norm
     self_attention = ModuleSpec(
         module=SelfAttention,
         params={"attn_mask_type": AttnMaskType.causal if causal_self_attention
                 else AttnMaskType.padding},
         submodules=SelfAttentionSubmodules(
-            linear_qkv=ColumnParallelLinear, core_attention=DotProductAttention,
+            linear_qkv=ColumnParallelLinear, core_attention=impl.attention,
             linear_proj=RowParallelLinear, q_layernorm=IdentityOp, k_layernorm=IdentityOp))
     extra = {}
     if cross_attention:
@@ -108,7 +118,7 @@ def _local_layer(norm: type, *, causal_self_attention: bool, cross_attention: bo
                 params={"attn_mask_type": AttnMaskType.padding},
                 submodules=CrossAttentionSubmodules(
                     linear_q=ColumnParallelLinear, linear_kv=ColumnParallelLinear,
-                    core_attention=DotProductAttention, linear_proj=RowParallelLinear)),
+                    core_attention=impl.attention, linear_proj=RowParallelLinear)),
             cross_attn_bda=get_bias_dropout_add)
     return ModuleSpec(
         module=TransformerLayer,
@@ -126,7 +136,7 @@ def _local_layer(norm: type, *, causal_self_attention: bool, cross_attention: bo
 
 def encoder_layer_spec(impl: LayerImpl) -> ModuleSpec:
     if impl.is_local:
-        return _local_layer(impl.norm, causal_self_attention=False, cross_attention=False)
+        return _local_layer(impl, causal_self_attention=False, cross_attention=False)
     from megatron.core.models.T5.t5_spec import encoder_model_with_transformer_engine_default_spec
 
     return encoder_model_with_transformer_engine_default_spec()
@@ -134,7 +144,7 @@ def encoder_layer_spec(impl: LayerImpl) -> ModuleSpec:
 
 def decoder_layer_spec(impl: LayerImpl) -> ModuleSpec:
     if impl.is_local:
-        return _local_layer(impl.norm, causal_self_attention=True, cross_attention=True)
+        return _local_layer(impl, causal_self_attention=True, cross_attention=True)
     from megatron.core.models.T5.t5_spec import decoder_model_with_transformer_engine_default_spec
 
     return decoder_model_with_transformer_engine_default_spec()

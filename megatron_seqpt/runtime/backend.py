@@ -25,6 +25,8 @@ class Backend:
     cuda: bool
     transformer_engine: bool
     apex: bool
+    # megatron-core's fused masked-softmax CUDA kernel (built with apex in NVIDIA containers).
+    fused_softmax: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -68,4 +70,5 @@ def _check_apex() -> bool:
 def detect() -> Backend:
     cuda = torch.cuda.is_available()
     te = cuda and _has_module("transformer_engine")
-    return Backend(cuda=cuda, transformer_engine=te, apex=_check_apex())
+    return Backend(cuda=cuda, transformer_engine=te, apex=_check_apex(),
+                   fused_softmax=cuda and _has_module("scaled_masked_softmax_cuda"))

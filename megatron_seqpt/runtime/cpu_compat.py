@@ -11,9 +11,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch.overrides import TorchFunctionMode
-
 from megatron.core.tensor_parallel import random as mcore_random
+from torch.overrides import TorchFunctionMode
 
 _CUDA_TYPE_NAMES = {
     torch.float32: "torch.cuda.FloatTensor",

@@ -53,8 +53,11 @@ def build_training_data(config: RunConfig, ctx: DistributedContext) -> TrainingD
         cache_dir=Path(data.cache_dir).expanduser() / "samples")
     log("languages (sampling weight): " + ", ".join(
         f"{lang} {weight:.3f}" for lang, weight in datasets.weights.items()))
-    rank, size = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
-    stream = BatchStream(datasets.train, train.micro_batch_size, rank, size)
+    rank = parallel_state.get_data_parallel_rank()
+    size = parallel_state.get_data_parallel_world_size()
+    workers = data.loader_workers if data.loader_workers is not None else \
+        (2 if ctx.backend.cuda else 0)
+    stream = BatchStream(datasets.train, train.micro_batch_size, rank, size, num_workers=workers)
     valid = None
     if datasets.valid is not None:
         valid = lambda: BatchStream(datasets.valid, train.micro_batch_size, rank, size)  # noqa: E731

@@ -29,6 +29,7 @@ from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.runtime.distributed import DistributedContext, seed_everything
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.training import checkpoint as ckpt
+from megatron_seqpt.training import optimizer_state
 from megatron_seqpt.training.data import TrainingData, build_training_data
 from megatron_seqpt.training.metrics import MetricsLogger
 from megatron_seqpt.training.optim import build_optimization
@@ -110,13 +111,15 @@ class Trainer:
         self.data: TrainingData = build_training_data(config, ctx)
         self.vocab_size = padded_vocab_size(self.data.vocab_size,
                                             ctx.tensor_parallel)
-        self.impl = choose_impl(config.model.transformer_impl, ctx.backend)
+        self.impl = choose_impl(config.model.transformer_impl, config.model.local_attention,
+                                ctx.backend)
         self.modules = [build_model(
             config.model, config.parallel, self.vocab_size, self.precision, self.impl,
-            ctx.backend.cuda, pre_process=parallel_state.is_pipeline_first_stage(),
+            ctx.backend, pre_process=parallel_state.is_pipeline_first_stage(),
             post_process=parallel_state.is_pipeline_last_stage())]
         self.opt = build_optimization(self.modules, config.optim, config.parallel,
                                       self.precision == "bf16", train.steps, ctx.backend.cuda)
+        self.optimizer_format = optimizer_state.checkpoint_format(self.opt.optimizer)
         self.forward_step = make_forward_step(config.model.kind, self.impl, self.device)
         self.state = TrainState()
         self.checkpoints = ckpt.CheckpointManager(self.run_dir, config.checkpoint.keep_last)
@@ -157,15 +160,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
 
-    def _sharded_state(self, for_loading: bool, full: bool = True) -> dict:
+    def _sharded_state(self, for_loading: bool, full: bool = True,
+                       optimizer_format: Optional[dict] = None) -> dict:
         model_state = {}
         for module in self.modules:
             model_state.update(module.sharded_state_dict())
         state = {"model": model_state}
         if full:
             state.update(
-                optimizer=self.opt.optimizer.sharded_state_dict(model_state,
-                                                                is_loading=for_loading),
+                optimizer=self.opt.optimizer.sharded_state_dict(
+                    model_state, is_loading=for_loading,
+                    metadata=optimizer_format or self.optimizer_format),
                 scheduler=self.opt.scheduler.state_dict(),
                 train_state=dataclasses.asdict(self.state),
                 data=self.data.train.state_dict(),
@@ -176,7 +181,8 @@ class Trainer:
         return {"model": model_shape(self.config, self.vocab_size),
                 "layout": {"tp": self.ctx.tensor_parallel, "pp": self.ctx.pipeline_parallel,
                            "dp": self.ctx.data_parallel},
-                "step": self.state.step}
+                "step": self.state.step,
+                "optimizer_format": self.optimizer_format}
 
     def save_checkpoint(self) -> Path:
         started = time.perf_counter()
@@ -191,7 +197,10 @@ class Trainer:
         meta = ckpt.content_metadata(path)
         check_same_shape(path, meta["model"], model_shape(self.config, self.vocab_size))
         same_layout = meta["layout"] == self._metadata()["layout"]
-        template = self._sharded_state(for_loading=True, full=full)
+        if full:
+            optimizer_state.fill_fresh_state(self.opt.optimizer)
+        template = self._sharded_state(for_loading=True, full=full,
+                                       optimizer_format=meta.get("optimizer_format"))
         if full and not same_layout:
             # RNG states are per rank; another layout cannot take them over.
             template.pop("rng")
@@ -201,7 +210,9 @@ class Trainer:
         if not full:
             self.opt.optimizer.reload_model_params()
             return
-        self.opt.optimizer.load_state_dict(loaded["optimizer"])
+        with torch.no_grad():  # the distributed optimizer copies into fp32 main params
+            self.opt.optimizer.load_state_dict(loaded["optimizer"])
+        optimizer_state.restore_step_counters(self.opt.optimizer, loaded["optimizer"])
         self.opt.scheduler.load_state_dict(loaded["scheduler"])
         self.state = TrainState(**loaded["train_state"])
         self.data.train.load_state_dict(loaded["data"])
@@ -292,7 +303,7 @@ class Trainer:
         valid_loss = None
         last_saved = None
         status: Literal["completed", "preempted", "diverged"] = "completed"
-        window = _Window()
+        window = Window()
         if self.state.step == 0:
             valid_loss = self._evaluate_and_log()
         with PreemptionHandler() as preemption:
@@ -303,8 +314,8 @@ class Trainer:
                 step = self.state.step
                 if step % self.config.logging.log_interval == 0 or step == train.steps \
                         or "event" in record:
-                    self._log_train(record, window)
-                    window = _Window()
+                    self.log_train(record, window)
+                    window = Window()
                 if step % train.eval_interval == 0 or step == train.steps:
                     valid_loss = self._evaluate_and_log()
                 diverged = self.state.skipped_in_a_row >= train.max_skipped_steps
@@ -347,7 +358,7 @@ class Trainer:
     def consumed_tokens(self) -> int:
         return self.state.consumed_samples * self.tokens_per_sample()
 
-    def _log_train(self, record: dict, window: "_Window") -> None:
+    def log_train(self, record: dict, window: "Window") -> None:
         """Losses are averaged over the steps since the last line; throughput counts
         training-step time only (not evaluation or checkpointing)."""
         tokens = window.steps * self.config.train.global_batch_size * self.tokens_per_sample()
@@ -364,7 +375,7 @@ class Trainer:
 
 
 @dataclass
-class _Window:
+class Window:
     """Steps since the last log line."""
 
     steps: int = 0

@@ -1,0 +1,37 @@
+"""Compute accounting against a hand count for a small config."""
+
+import pytest
+
+from megatron_seqpt.config.schema import ModelConfig, StackConfig
+from megatron_seqpt.training.flops import FlopModel
+
+STACK = StackConfig(num_layers=1, ffn_hidden_size=8, num_attention_heads=2)
+
+
+def test_encoder_counts_match_hand_count():
+    # h=4, one layer, ffn 8, seq 2, batch 1, vocab 10, half the tokens predicted.
+    # Per token: projections 8*16=128, attention 4*2*4=32, MLP 4*4*8=128 -> 288; 2 tokens.
+    # Head, 1 predicted token: dense 2*16=32 + projection 2*4*10=80.
+    flops = FlopModel.build(ModelConfig(kind="encoder", hidden_size=4, encoder=STACK), 10, 2, 3,
+                            1, 0.5)
+    assert flops.forward == {"embeddings": 0, "encoder": 576, "decoder": 0, "heads": 112}
+    assert flops.full_step() == 3 * (576 + 112)
+
+
+def test_t5_counts_and_frozen_encoder_costs_forward_only():
+    # Decoder per token (s_dec=3): self 128 + 4*3*4=48, cross q/out 4*16=64 + 4*2*4=32,
+    # MLP 128 -> 400, x3 tokens = 1200; cross k/v on 2 encoder tokens 2*4*16=128 -> 1328.
+    # Heads: 3 decoder tokens x 2*4*10 = 240, all of it the tied projection.
+    model = ModelConfig(kind="t5", hidden_size=4, encoder=STACK, decoder=STACK)
+    flops = FlopModel.build(model, 10, 2, 3, 1, 0.15)
+    assert flops.forward == {"embeddings": 0, "encoder": 576, "decoder": 1328, "heads": 240}
+    everything = flops.step(dict.fromkeys(("embeddings", "encoder", "decoder", "heads"), True))
+    assert everything == {"embeddings": 0, "encoder": 3 * 576, "decoder": 3 * 1328,
+                          "heads": 3 * 240}
+    frozen = flops.step({"embeddings": False, "encoder": False, "decoder": True,
+                         "heads": True})
+    # Encoder: forward only. Decoder: trains (3x). Heads: activation gradient, but the tied
+    # projection's weight gradient is not spent while the embeddings are frozen.
+    assert frozen == {"embeddings": 0, "encoder": 576, "decoder": 3 * 1328, "heads": 2 * 240}
+    saving = 1 - sum(frozen.values()) / sum(everything.values())
+    assert saving == pytest.approx((2 * 576 + 240) / (3 * (576 + 1328 + 240)))

@@ -1,0 +1,66 @@
+"""The models' own shortcuts give megatron-core's results: SDPA core attention equals its
+DotProductAttention, and the MLM head at masked positions only equals BertModel's full path."""
+
+import pytest
+import torch
+
+from megatron_seqpt.models.builder import build_model
+from megatron_seqpt.models.forward import encoder_output, t5_output
+from megatron_seqpt.models.specs import choose_impl
+from megatron_seqpt.runtime import distributed
+from megatron_seqpt.training.data import build_training_data
+from tests.run_configs import tiny_config
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def model_and_batch(kind, cache_dir, local_attention="sdpa"):
+    config = tiny_config(kind, cache_dir, ["model.hidden_dropout=0", "model.attention_dropout=0",
+                                           f"model.local_attention={local_attention}"])
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    data = build_training_data(config, ctx)
+    impl = choose_impl("local", local_attention, ctx.backend)
+    model = build_model(config.model, config.parallel, 2048, "fp32", impl, ctx.backend)
+    return model, impl, next(data.train)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "t5"])
+def test_sdpa_attention_equals_megatron_attention(kind, single_process, cache_dir):
+    outputs = []
+    for attention in ("sdpa", "megatron"):
+        model, impl, batch = model_and_batch(kind, cache_dir, attention)
+        output = encoder_output(model, batch) if kind == "encoder" else t5_output(model, batch,
+                                                                                    impl)
+        # Padded positions may differ (they see other keys); they never reach the loss.
+        (output * batch["loss_mask"]).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        outputs.append((output.detach(), grads))
+        single_process.shutdown()
+    (sdpa_loss, sdpa_grads), (ref_loss, ref_grads) = outputs
+    mask = batch["loss_mask"].bool()
+    torch.testing.assert_close(sdpa_loss[mask], ref_loss[mask], rtol=1e-5, atol=1e-5)
+    assert sdpa_grads.keys() == ref_grads.keys()
+    for name, grad in sdpa_grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-6,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+def test_mlm_head_at_masked_positions_equals_full_sequence_head(single_process, cache_dir):
+    model, _, batch = model_and_batch("encoder", cache_dir)
+    mask = batch["loss_mask"]
+    results = []
+    for loss_mask in (mask, None):  # None: BertModel's own full-sequence path
+        model.zero_grad()
+        per_token = model(batch["text"], batch["padding_mask"], lm_labels=batch["labels"],
+                          loss_mask=loss_mask)
+        loss = (per_token * mask).sum() / mask.sum()
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (masked_loss, masked_grads), (full_loss, full_grads) = results
+    assert masked_loss == pytest.approx(full_loss, rel=1e-6)
+    for name, grad in masked_grads.items():
+        torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-7,
+                                   msg=lambda m: f"{name}: {m}")
