@@ -10,6 +10,9 @@ from typing import Sequence
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("megatron_seqpt.commands.demo_cmd",
+             "the main job: MLM encoder, warm-started T5 and T5 from scratch on the built-in "
+             "corpus, with a compute/loss report"),
     "config": ("megatron_seqpt.commands.config_cmd",
                "print a config fully resolved (YAML + overrides), or say what is wrong with it"),
     "env": ("megatron_seqpt.commands.env_cmd",
@@ -18,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "train the shared sentencepiece model on a language-balanced sample"),
     "preprocess": ("megatron_seqpt.commands.preprocess_cmd",
                    "tokenize a corpus into megatron-core indexed datasets, one per language"),
+    "convert": ("megatron_seqpt.commands.convert_cmd",
+                "warm-start T5 from an MLM encoder, or extract an encoder from T5"),
+    "flops": ("megatron_seqpt.commands.flops_cmd",
+              "compute accounting: FLOPs per component, per run, and the recipe's saving"),
     "pretrain": ("megatron_seqpt.commands.pretrain_cmd",
                  "train the MLM encoder or the T5 model of a config (model.kind), resumable"),
 }

@@ -39,3 +39,9 @@ def single_process(monkeypatch):
 
     yield distributed
     distributed.shutdown()
+
+
+@pytest.fixture(scope="session")
+def recipe_root(tmp_path_factory):
+    """Where tests/recipe_runs.py keeps its tiny trained runs for the session."""
+    return tmp_path_factory.mktemp("recipes")

@@ -55,7 +55,7 @@ def _loss_and_gradients(kind, overrides, cache_dir, run_dir, grads_dir, init_fro
     trainer = Trainer(config, run_dir, ctx)
     if init_from is None:
         trainer.save_checkpoint()
-    loss = trainer.forward_backward()
+    loss = trainer.forward_backward()["lm loss"]
     _save_gradients(trainer, grads_dir)
     distributed.shutdown()
     return loss
@@ -157,12 +157,46 @@ def _resume_from_step_2(source: Path, target: Path) -> None:
     (target / "checkpoints/latest").write_text("step_0000002\n")
 
 
-def test_distributed_optimizer_resumes_exactly(cache_dir, tmp_path):
-    """DP=2 with the distributed optimizer: steps 3 and 4 after resuming at step 2 equal the
-    straight run's (step 4 shows whether AdamW's state, step counter included, came back)."""
-    overrides = ["parallel.use_distributed_optimizer=true", "train.steps=4"]
+UNFREEZE_AT_3 = [f"freeze.{group}.{key}" for group in ("embeddings", "encoder")
+                 for key in ("frozen=true", "unfreeze_at_step=3")]
+
+
+@pytest.mark.parametrize("freeze", [False, True], ids=["all-trainable", "unfreeze-at-3"])
+def test_distributed_optimizer_resumes_exactly(freeze, cache_dir, tmp_path):
+    """DP=2 with the distributed optimizer: the steps after resuming at step 2 equal the
+    straight run's. Later steps show whether AdamW's state (step counter included) came back;
+    with the unfreeze at step 3 both runs also carry the state across the optimizer rebuild."""
+    overrides = ["parallel.use_distributed_optimizer=true", "train.steps=5",
+                 *(UNFREEZE_AT_3 if freeze else [])]
     straight = run_ranks(_train, 2, "t5", overrides, cache_dir, tmp_path / "straight")[0]
     _resume_from_step_2(tmp_path / "straight", tmp_path / "resumed")
     resumed = run_ranks(_train, 2, "t5", overrides, cache_dir, tmp_path / "resumed")[0]
-    assert sorted(resumed) == [3, 4]
-    assert [resumed[3], resumed[4]] == [straight[3], straight[4]]
+    assert sorted(resumed) == [3, 4, 5]
+    assert [resumed[s] for s in (3, 4, 5)] == [straight[s] for s in (3, 4, 5)]
+
+
+def _losses_with_rebuild(cache_dir, run_dir, rebuild_after):
+    """Four steps with the distributed optimizer, DDP and optimizer rebuilt (as an unfreeze
+    does) after ``rebuild_after`` steps; returns the losses."""
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.training.loop import Trainer
+    from tests.run_configs import tiny_config
+
+    config = tiny_config("t5", cache_dir, [*NO_DROPOUT, "train.steps=4",
+                                           "parallel.use_distributed_optimizer=true"])
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    trainer = Trainer(config, run_dir, ctx)
+    losses = []
+    for step in range(4):
+        if step == rebuild_after:
+            trainer.set_trainable(dict(trainer.trainable))
+        losses.append(trainer.train_step()["loss"])
+    distributed.shutdown()
+    return losses
+
+
+def test_distributed_optimizer_rebuild_keeps_the_state(cache_dir, tmp_path):
+    """DP=2: each rank's slice of the Adam state survives the rebuild exactly."""
+    plain = run_ranks(_losses_with_rebuild, 2, cache_dir, tmp_path / "plain", None)[0]
+    rebuilt = run_ranks(_losses_with_rebuild, 2, cache_dir, tmp_path / "rebuilt", 2)[0]
+    assert rebuilt == plain

@@ -8,10 +8,18 @@ import sentencepiece as spm
 
 from megatron_seqpt.data.corpus import ReadOptions, read_records
 from megatron_seqpt.data.sampling import temperature_weights
-from megatron_seqpt.data.sentences import SentenceSplitter, learn_splitters, survey_languages
+from megatron_seqpt.data.sentences import (
+    SentenceSplitter,
+    learn_splitters,
+    survey_languages,
+)
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.tokenizer import special_tokens as st
-from megatron_seqpt.tokenizer.training import plan_sample, sample_sentences, train_tokenizer
+from megatron_seqpt.tokenizer.training import (
+    plan_sample,
+    sample_sentences,
+    train_tokenizer,
+)
 from tests.raw_corpus import CORPUS, VOCAB_SIZE, records, tokenizer_model, write_jsonl
 
 

@@ -46,6 +46,9 @@ class ModelConfig:
     transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
     # Core attention of the local layers: torch's fused SDPA, or megatron-core's unfused one.
     local_attention: Literal["sdpa", "megatron"] = "sdpa"
+    # T5 only: weight of an MLM loss on the encoder output (masked encoder input, a BERT-style
+    # head on the encoder), added to the seq2seq loss; 0 = off.
+    encoder_mlm_weight: float = 0.0
 
     def validate(self) -> None:
         if self.hidden_size < 1:
@@ -62,6 +65,9 @@ class ModelConfig:
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"must be in [0, 1), got {getattr(self, name)}", key=name)
+        if self.encoder_mlm_weight < 0:
+            raise ConfigError(f"must be >= 0, got {self.encoder_mlm_weight}",
+                              key="encoder_mlm_weight")
         if self.vocab_size is not None and self.vocab_size < 1:
             raise ConfigError(f"must be at least 1 (or null for the tokenizer's), got "
                               f"{self.vocab_size}", key="vocab_size")
@@ -252,6 +258,15 @@ class CheckpointConfig:
 
 
 @dataclass
+class InitConfig:
+    """Where a run's weights start (a resumed run ignores this)."""
+
+    # A T5 run: embeddings and encoder from this MLM encoder checkpoint (run directory or
+    # checkpoint directory), decoder freshly initialised (the encoder-first recipe).
+    from_encoder: Optional[str] = None
+
+
+@dataclass
 class RunConfig:
     """Everything one training run needs; written resolved into the run directory."""
 
@@ -263,13 +278,25 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     def validate(self) -> None:
+        if self.init.from_encoder and self.model.kind != "t5":
+            raise ConfigError("warm-starting from an encoder needs model.kind t5",
+                              key="init.from_encoder")
+        if self.init.from_encoder and self.checkpoint.load:
+            raise ConfigError("give init.from_encoder or checkpoint.load, not both",
+                              key="init.from_encoder")
         if self.data.seq_length > self.model.max_position_embeddings:
             raise ConfigError(
                 f"data.seq_length {self.data.seq_length} exceeds model.max_position_embeddings "
                 f"{self.model.max_position_embeddings}; raise the latter or shorten the former",
                 key="data.seq_length")
+        if self.model.encoder_mlm_weight and self.model.kind == "t5" \
+                and self.parallel.sequence_parallel:
+            raise ConfigError("the encoder MLM loss is not available with sequence parallel; "
+                              "set model.encoder_mlm_weight=0 or parallel.sequence_parallel=false",
+                              key="model.encoder_mlm_weight")
         if self.parallel.sequence_parallel and \
                 self.data.seq_length % self.parallel.tensor_model_parallel_size:
             raise ConfigError(

@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
+from megatron.core.datasets.indexed_dataset import (
+    DType,
+    IndexedDataset,
+    IndexedDatasetBuilder,
+)
 
 
 def token_dtype(vocab_size: int) -> type[np.number]:

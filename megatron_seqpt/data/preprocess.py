@@ -40,7 +40,11 @@ from megatron_seqpt.data.corpus import (
     read_records,
 )
 from megatron_seqpt.data.indexed_writer import IndexedOutputs, token_dtype
-from megatron_seqpt.data.sentences import SentenceSplitter, learn_splitters, survey_inputs
+from megatron_seqpt.data.sentences import (
+    SentenceSplitter,
+    learn_splitters,
+    survey_inputs,
+)
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
 

@@ -10,6 +10,7 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from megatron.core import tensor_parallel
 from megatron.core.enums import ModelType
 from megatron.core.models.bert import bert_lm_head
 from megatron.core.models.bert.bert_model import BertModel
@@ -90,6 +91,14 @@ class MLMEncoder(BertModel):
     def _sanity_check_attention_and_get_attn_mask_dimension(self) -> str:
         return "b1ss" if self._impl.is_local else "b11s"
 
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's output hidden states [s, b, h] (after its final norm), no head."""
+        post_process, self.post_process = self.post_process, False  # BertModel stops there
+        try:
+            return super().forward(input_ids, attention_mask)
+        finally:
+            self.post_process = post_process
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 lm_labels: Optional[torch.Tensor] = None,
                 loss_mask: Optional[torch.Tensor] = None):
@@ -104,11 +113,7 @@ class MLMEncoder(BertModel):
                 or self.config.sequence_parallel:
             output = super().forward(input_ids, attention_mask, lm_labels=lm_labels)
             return output[0] if isinstance(output, tuple) else output
-        self.post_process = False  # BertModel then stops after the encoder
-        try:
-            hidden = super().forward(input_ids, attention_mask)  # [s, b, h]
-        finally:
-            self.post_process = True
+        hidden = self.encode(input_ids, attention_mask)  # [s, b, h]
         predicted = loss_mask.transpose(0, 1).bool()  # [s, b], the layout of ``hidden``
         head = self.lm_head(hidden[predicted]).unsqueeze(1)  # [n, 1, h]
         logits, _ = self.output_layer(head, weight=self.shared_embedding_or_output_weight())
@@ -117,6 +122,31 @@ class MLMEncoder(BertModel):
         full = losses.new_zeros(predicted.shape)
         full[predicted] = losses
         return full.transpose(0, 1)
+
+
+class T5WithEncoderMLM(T5Model):
+    """megatron-core's T5Model plus an MLM head on the encoder output (a BERT-style head whose
+    vocabulary projection is tied to the shared word embeddings): the "masking during seq2seq
+    training" variant, whose encoder also learns to predict masked tokens."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        config = self.encoder_config
+        self.encoder_mlm_head = bert_lm_head.BertLMHead(config.hidden_size, config)
+        self.encoder_mlm_output = tensor_parallel.ColumnParallelLinear(
+            config.hidden_size, self.vocab_size, config=config, init_method=config.init_method,
+            bias=True, skip_bias_add=False, gather_output=False,
+            skip_weight_param_allocation=True)
+
+    def encoder_mlm_loss(self, encoded: torch.Tensor, labels: torch.Tensor,
+                         predicted: torch.Tensor) -> torch.Tensor:
+        """Per-token loss [n] at the ``predicted`` positions ([b, s] bool) of ``encoded``."""
+        positions = predicted.transpose(0, 1)  # [s, b], the layout of ``encoded``
+        head = self.encoder_mlm_head(encoded[positions]).unsqueeze(1)  # [n, 1, h]
+        logits, _ = self.encoder_mlm_output(head,
+                                            weight=self.shared_embedding_or_output_weight())
+        targets = labels.transpose(0, 1)[positions].unsqueeze(0)  # [1, n]
+        return self.compute_language_model_loss(targets, logits)[0]
 
 
 def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
@@ -139,7 +169,8 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
         decoder_config = transformer_config(model, model.decoder, parallel, precision, impl,
                                             backend)
         decoder_block = block_spec(decoder_layer_spec(impl), model.decoder.num_layers, impl)
-        built = T5Model(config=decoder_config, encoder_config=encoder_config,
+        t5_class = T5WithEncoderMLM if model.encoder_mlm_weight else T5Model
+        built = t5_class(config=decoder_config, encoder_config=encoder_config,
                         transformer_encoder_layer_spec=encoder_block,
                         transformer_decoder_layer_spec=decoder_block, **common)
     built.model_type = ModelType.encoder_or_decoder

@@ -8,11 +8,13 @@ count, so the result does not depend on how the batch is split over micro-batche
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 from megatron.core.datasets.t5_dataset import T5MaskedWordPieceDataset
+from megatron.core.transformer.module import Float16Module
 
+from megatron_seqpt.models.encoder_masking import EncoderMasking
 from megatron_seqpt.models.specs import LayerImpl
 
 Batch = dict[str, torch.Tensor]
@@ -46,22 +48,69 @@ def encoder_output(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
                  loss_mask=batch["loss_mask"])
 
 
-def t5_output(model: torch.nn.Module, batch: Batch, impl: LayerImpl) -> torch.Tensor:
-    """Per-token decoder loss [b, s_dec]."""
-    enc_mask, dec_mask, enc_dec_mask = t5_attention_masks(batch, impl)
-    return model(batch["text_enc"], batch["text_dec"], enc_mask, dec_mask, enc_dec_mask,
-                 lm_labels=batch["labels"])
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    while hasattr(model, "module"):
+        model = model.module
+    return model
 
 
-def make_forward_step(kind: str, impl: LayerImpl, device: torch.device) -> Callable:
-    """``forward_step(data_iterator, model)`` for megatron-core's get_forward_backward_func."""
+def t5_output(model: torch.nn.Module, batch: Batch, impl: LayerImpl,
+              encoder_frozen: bool = False):
+    """Per-token decoder loss [b, s_dec]; for a batch with a masked encoder input
+    (``encoder_mlm_*`` keys) also the encoder's per-token MLM loss [n].
+
+    With the encoder (and what feeds it) frozen, the encoder runs under no_grad and only the
+    decoder is recorded for backward: a frozen encoder costs its forward pass and nothing more.
+    """
+    masks = t5_attention_masks(batch, impl)
+    encoder_mlm = "encoder_mlm_labels" in batch
+    text_enc = batch["encoder_mlm_input"] if encoder_mlm else batch["text_enc"]
+    inputs = (text_enc, batch["text_dec"], *masks)
+    if not encoder_frozen and not encoder_mlm:
+        return model(*inputs, lm_labels=batch["labels"])
+    # Keep the encoder output in the model's precision for the decoder's cross-attention.
+    half = {"fp32_output": False} if isinstance(getattr(model, "module", None),
+                                                 Float16Module) else {}
+    with torch.set_grad_enabled(not encoder_frozen):
+        encoded = model(*inputs, output_encoder_hidden_only=True, **half)
+    decoder_losses = model(*inputs, lm_labels=batch["labels"], encoder_hidden_states=encoded)
+    if not encoder_mlm:
+        return decoder_losses
+    mlm_losses = _unwrapped(model).encoder_mlm_loss(encoded, batch["encoder_mlm_labels"],
+                                                    batch["encoder_mlm_predicted"])
+    return decoder_losses, mlm_losses.float()
+
+
+def seq2seq_with_encoder_mlm_loss(loss_mask: torch.Tensor, weight: float, outputs):
+    """The seq2seq loss plus ``weight`` x the encoder MLM loss, each a mean over its own tokens
+    within the micro-batch (the schedule then divides by the decoder token count)."""
+    decoder_losses, mlm_losses = outputs
+    loss_sum, num_tokens, report = masked_token_loss(loss_mask, decoder_losses)
+    mlm_sum, mlm_tokens = mlm_losses.sum(), float(mlm_losses.numel())
+    total = loss_sum + weight * mlm_sum * num_tokens.float() / max(mlm_tokens, 1.0)
+    report["encoder mlm loss"] = torch.stack([mlm_sum.detach().clone(),
+                                              mlm_sum.new_tensor(mlm_tokens)])
+    return total, num_tokens, report
+
+
+def make_forward_step(kind: str, impl: LayerImpl, device: torch.device,
+                      encoder_frozen: Callable[[], bool] = lambda: False,
+                      encoder_masking: Optional[EncoderMasking] = None,
+                      encoder_mlm_weight: float = 0.0) -> Callable:
+    """``forward_step(data_iterator, model)`` for megatron-core's get_forward_backward_func;
+    ``encoder_frozen()`` is asked at every micro-batch (the freeze schedule moves)."""
 
     def forward_step(data_iterator: Iterator[Batch], model: torch.nn.Module):
         batch = _to_device(next(data_iterator), device)
         if kind == "encoder":
-            output = encoder_output(model, batch)
-        else:
-            output = t5_output(model, batch, impl)
-        return output, partial(masked_token_loss, batch["loss_mask"])
+            return encoder_output(model, batch), partial(masked_token_loss, batch["loss_mask"])
+        if encoder_masking is None or not model.training:  # evaluation: the seq2seq loss
+            return t5_output(model, batch, impl, encoder_frozen()), \
+                partial(masked_token_loss, batch["loss_mask"])
+        masked, predicted = encoder_masking.apply(batch["text_enc"])
+        batch.update(encoder_mlm_input=masked, encoder_mlm_labels=batch["text_enc"],
+                     encoder_mlm_predicted=predicted)
+        return t5_output(model, batch, impl, encoder_frozen()), \
+            partial(seq2seq_with_encoder_mlm_loss, batch["loss_mask"], encoder_mlm_weight)
 
     return forward_step

@@ -27,7 +27,10 @@ from megatron.core.transformer.mlp import MLP, MLPSubmodules
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 from megatron.core.transformer.transformer_config import TransformerConfig
-from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
+from megatron.core.transformer.transformer_layer import (
+    TransformerLayer,
+    TransformerLayerSubmodules,
+)
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.sdpa_attention import SDPAttention
@@ -137,7 +140,9 @@ def _local_layer(impl: LayerImpl, *, causal_self_attention: bool,
 def encoder_layer_spec(impl: LayerImpl) -> ModuleSpec:
     if impl.is_local:
         return _local_layer(impl, causal_self_attention=False, cross_attention=False)
-    from megatron.core.models.T5.t5_spec import encoder_model_with_transformer_engine_default_spec
+    from megatron.core.models.T5.t5_spec import (
+        encoder_model_with_transformer_engine_default_spec,
+    )
 
     return encoder_model_with_transformer_engine_default_spec()
 
@@ -145,7 +150,9 @@ def encoder_layer_spec(impl: LayerImpl) -> ModuleSpec:
 def decoder_layer_spec(impl: LayerImpl) -> ModuleSpec:
     if impl.is_local:
         return _local_layer(impl, causal_self_attention=True, cross_attention=True)
-    from megatron.core.models.T5.t5_spec import decoder_model_with_transformer_engine_default_spec
+    from megatron.core.models.T5.t5_spec import (
+        decoder_model_with_transformer_engine_default_spec,
+    )
 
     return decoder_model_with_transformer_engine_default_spec()
 

@@ -25,9 +25,19 @@ from typing import Iterable, Iterator, Literal, Mapping, Sequence
 import numpy as np
 import sentencepiece as spm
 
-from megatron_seqpt.data.corpus import ByteProgress, ReadOptions, Record, Skips, read_records
+from megatron_seqpt.data.corpus import (
+    ByteProgress,
+    ReadOptions,
+    Record,
+    Skips,
+    read_records,
+)
 from megatron_seqpt.data.sampling import temperature_weights
-from megatron_seqpt.data.sentences import SentenceSplitter, learn_splitters, survey_inputs
+from megatron_seqpt.data.sentences import (
+    SentenceSplitter,
+    learn_splitters,
+    survey_inputs,
+)
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.tokenizer import special_tokens as st
 

@@ -10,6 +10,7 @@ Layout of RUN/checkpoints/:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -23,11 +24,15 @@ from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
+from megatron_seqpt.config.schema import ModelConfig
 from megatron_seqpt.errors import UserError
 
 FORMAT_VERSION = 1
 LATEST = "latest"
 PARTIAL_SUFFIX = ".partial"
+# Model fields that decide parameter shapes; a checkpoint must agree on all of them.
+SHAPE_FIELDS = ("kind", "hidden_size", "encoder", "decoder", "max_position_embeddings",
+                "normalization", "activation", "encoder_mlm_weight")
 
 
 class CheckpointError(UserError):
@@ -62,6 +67,27 @@ def content_metadata(path: Path) -> dict:
         raise CheckpointError(f"{path} was not written by megatron_seqpt (format "
                               f"{FORMAT_VERSION}); convert it with tools/convert_checkpoint.py")
     return meta
+
+
+def model_shape(model: ModelConfig, vocab_size: int) -> dict:
+    """The shape-deciding model settings, as stored in every checkpoint's metadata."""
+    shape = {k: v for k, v in dataclasses.asdict(model).items() if k in SHAPE_FIELDS}
+    if model.kind != "t5":
+        shape.pop("decoder")
+        shape.pop("encoder_mlm_weight")
+    else:  # only whether the encoder MLM head exists matters for shapes
+        shape["encoder_mlm_weight"] = bool(model.encoder_mlm_weight)
+    shape["vocab_size"] = vocab_size
+    return shape
+
+
+def check_same_shape(path: Path, saved: dict, current: dict) -> None:
+    diffs = [f"model.{key}: checkpoint {saved.get(key)!r}, config {value!r}"
+             for key, value in current.items() if saved.get(key) != value]
+    if diffs:
+        raise CheckpointError(
+            f"{path} holds a model of another shape:\n  " + "\n  ".join(diffs)
+            + f"\nuse the config the checkpoint was written with ({path}/config.yaml)")
 
 
 def _rng_state() -> dict[str, Any]:

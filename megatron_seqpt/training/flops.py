@@ -23,10 +23,12 @@ costs 3x the forward.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
 from megatron_seqpt.config.schema import ModelConfig, StackConfig
+from megatron_seqpt.training.freeze import FreezeSchedule
 
 COMPONENTS = ("embeddings", "encoder", "decoder", "heads")
 # What each component's input depends on (gradients flow back along these).
@@ -90,3 +92,15 @@ class FlopModel:
     def full_step(self) -> float:
         """FLOPs of a step with every group trainable (3x the forward)."""
         return sum(self.step({name: True for name in COMPONENTS}).values())
+
+    def run(self, schedule: FreezeSchedule, steps: int) -> dict[str, float]:
+        """Executed FLOPs per component over ``steps`` steps of a freeze schedule."""
+        changes = {0, steps} | {int(plan.trainable_from) for plan in schedule.plans.values()
+                                if not math.isinf(plan.trainable_from)
+                                and plan.trainable_from < steps}
+        bounds = sorted(changes)
+        totals = dict.fromkeys(self.forward, 0.0)
+        for start, end in zip(bounds, bounds[1:]):
+            for name, flops in self.step(schedule.trainable(start)).items():
+                totals[name] += flops * (end - start)
+        return totals

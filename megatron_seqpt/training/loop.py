@@ -24,20 +24,21 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron_seqpt.config import RunConfig, dump
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.builder import build_model, parameter_count
+from megatron_seqpt.models.encoder_masking import EncoderMasking
 from megatron_seqpt.models.forward import make_forward_step
 from megatron_seqpt.models.specs import choose_impl
+from megatron_seqpt.models.vocab import padded_vocab_size
+from megatron_seqpt.recipes import warm_start
 from megatron_seqpt.runtime.distributed import DistributedContext, seed_everything
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.training import checkpoint as ckpt
-from megatron_seqpt.training import optimizer_state
+from megatron_seqpt.training import freeze, optimizer_state, optimizer_transfer
 from megatron_seqpt.training.data import TrainingData, build_training_data
+from megatron_seqpt.training.flops import FlopModel
+from megatron_seqpt.training.freeze import FreezeSchedule
 from megatron_seqpt.training.metrics import MetricsLogger
-from megatron_seqpt.training.optim import build_optimization
+from megatron_seqpt.training.optim import Optimization, build_optimization
 from megatron_seqpt.training.preemption import PreemptionHandler
-
-# Model fields that decide parameter shapes; a checkpoint must agree on all of them.
-SHAPE_FIELDS = ("kind", "hidden_size", "encoder", "decoder", "max_position_embeddings",
-                "normalization", "activation")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class TrainState:
     consumed_samples: int = 0
     skipped_in_a_row: int = 0
     skipped_total: int = 0
+    # Executed model FLOPs and training-step seconds since the run began (compute accounting).
+    flops: float = 0.0
+    train_seconds: float = 0.0
 
 
 @dataclass
@@ -60,30 +64,6 @@ def resolve_precision(requested: str, bf16_available: bool) -> str:
     if requested == "auto":
         return "bf16" if bf16_available else "fp32"
     return requested
-
-
-def padded_vocab_size(vocab_size: int, tensor_parallel: int, multiple: int = 128) -> int:
-    """Round the vocabulary up so each tensor-parallel shard is a multiple of ``multiple``
-    (as Megatron-LM does: faster matmuls, and TP needs equal shards)."""
-    step = multiple * tensor_parallel
-    return int(math.ceil(vocab_size / step) * step)
-
-
-def model_shape(config: RunConfig, vocab_size: int) -> dict:
-    shape = {k: v for k, v in dataclasses.asdict(config.model).items() if k in SHAPE_FIELDS}
-    if config.model.kind != "t5":
-        shape.pop("decoder")
-    shape["vocab_size"] = vocab_size
-    return shape
-
-
-def check_same_shape(path: Path, saved: dict, current: dict) -> None:
-    diffs = [f"model.{key}: checkpoint {saved.get(key)!r}, config {value!r}"
-             for key, value in current.items() if saved.get(key) != value]
-    if diffs:
-        raise ckpt.CheckpointError(
-            f"{path} holds a model of another shape:\n  " + "\n  ".join(diffs)
-            + f"\nuse the config the checkpoint was written with ({path}/config.yaml)")
 
 
 class Trainer:
@@ -117,14 +97,43 @@ class Trainer:
             config.model, config.parallel, self.vocab_size, self.precision, self.impl,
             ctx.backend, pre_process=parallel_state.is_pipeline_first_stage(),
             post_process=parallel_state.is_pipeline_last_stage())]
-        self.opt = build_optimization(self.modules, config.optim, config.parallel,
-                                      self.precision == "bf16", train.steps, ctx.backend.cuda)
-        self.optimizer_format = optimizer_state.checkpoint_format(self.opt.optimizer)
-        self.forward_step = make_forward_step(config.model.kind, self.impl, self.device)
+        self.freeze = FreezeSchedule(config.freeze, train.steps)
+        self.flops = FlopModel.build(config.model, self.vocab_size, config.data.seq_length,
+                                     config.data.decoder_seq_length, train.global_batch_size,
+                                     config.data.masking_probability)
+        masking = None
+        if config.model.kind == "t5" and config.model.encoder_mlm_weight:
+            masking = EncoderMasking(self.data.tokenizer.mask,
+                                     torch.from_numpy(self.data.tokenizer.ordinary_ids),
+                                     config.data.masking_probability)
+        # Reported per step: the model's loss, and the encoder MLM loss of that variant.
+        self.loss_keys = ("lm loss",) + (("encoder mlm loss",) if masking else ())
+        self.forward_step = make_forward_step(
+            config.model.kind, self.impl, self.device, encoder_frozen=self._encoder_frozen,
+            encoder_masking=masking, encoder_mlm_weight=config.model.encoder_mlm_weight)
         self.state = TrainState()
         self.checkpoints = ckpt.CheckpointManager(self.run_dir, config.checkpoint.keep_last)
         self._describe()
-        self._restore(resume)
+        self.checkpoints.remove_partial()
+        resume_from = self._resume_source(resume)
+        # DDP and optimizer hold the groups that train at the step the run starts from (for a
+        # resumed run, those of the checkpoint); the schedule takes over from the next step.
+        self.trainable: dict[str, bool] = {}
+        self.opt: Optional[Optimization] = None
+        self.set_trainable(ckpt.content_metadata(resume_from)["trainable"] if resume_from
+                           else self.freeze.trainable(0))
+        if resume_from is not None:
+            self.load_checkpoint(resume_from, full=True)
+            log(f"resumed from {resume_from} at step {self.state.step}")
+        elif config.checkpoint.load:
+            source = ckpt.resolve(config.checkpoint.load)
+            self.load_checkpoint(source, full=False)
+            log(f"initialised weights from {source}")
+        elif config.init.from_encoder:
+            source = ckpt.resolve(config.init.from_encoder)
+            warm_start.load_encoder(self.modules, source, config.model, self.vocab_size)
+            self.opt.optimizer.reload_model_params()
+            log(f"warm-started embeddings and encoder from the MLM encoder {source}")
         self.metrics = MetricsLogger(self.run_dir, enabled=ctx.is_main,
                                      tensorboard=config.logging.tensorboard,
                                      start_step=self.state.step)
@@ -144,19 +153,41 @@ class Trainer:
         if self.ctx.is_main:
             dump(self.config, self.run_dir / "config.yaml")
 
-    def _restore(self, resume: Optional[bool]) -> None:
-        self.checkpoints.remove_partial()
+        log(f"freeze schedule: {self.freeze.describe()}")
+
+    def _resume_source(self, resume: Optional[bool]) -> Optional[Path]:
         latest = self.checkpoints.latest()
         if resume and latest is None:
             raise UserError(f"--resume given but {self.run_dir}/checkpoints has no complete "
                             "checkpoint")
-        if latest is not None and resume is not False:
-            self.load_checkpoint(latest, full=True)
-            log(f"resumed from {latest} at step {self.state.step}")
-        elif self.config.checkpoint.load:
-            source = ckpt.resolve(self.config.checkpoint.load)
-            self.load_checkpoint(source, full=False)
-            log(f"initialised weights from {source}")
+        return latest if resume is not False else None
+
+    def _encoder_frozen(self) -> bool:
+        """Nothing at or below the encoder trains: it can run without autograd."""
+        return not (self.trainable["encoder"] or self.trainable["embeddings"])
+
+    def set_trainable(self, trainable: dict[str, bool]) -> None:
+        """Freeze/unfreeze groups: (re)build DDP, optimizer and scheduler for the groups that
+        train, carrying over the state of those that trained before."""
+        states, step, num_steps = {}, 0.0, 0
+        if self.opt is not None:
+            states, step = optimizer_transfer.export_states(self.opt.optimizer)
+            num_steps = self.opt.scheduler.num_steps
+            self.opt.release()
+        counts = freeze.apply(self.modules, trainable)
+        self.opt = build_optimization(self.modules, self.config.optim, self.config.parallel,
+                                      self.precision == "bf16", self.config.train.steps,
+                                      self.ctx.backend.cuda, self.freeze)
+        if states:
+            optimizer_transfer.import_states(self.opt.optimizer, states, step)
+        self.opt.scheduler.num_steps = num_steps
+        self.opt.scheduler.step(increment=0)
+        self.optimizer_format = optimizer_state.checkpoint_format(self.opt.optimizer)
+        self.trainable = dict(trainable)
+        log(f"trainable groups at step {self.state.step}: "
+            + ", ".join(f"{g} ({counts[g]:,} parameters)" for g in counts if trainable[g])
+            + (f"; frozen: {', '.join(g for g in counts if not trainable[g])}"
+               if not all(trainable[g] for g in counts) else ""))
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -178,10 +209,12 @@ class Trainer:
         return state
 
     def _metadata(self) -> dict:
-        return {"model": model_shape(self.config, self.vocab_size),
+        return {"model": ckpt.model_shape(self.config.model, self.vocab_size),
                 "layout": {"tp": self.ctx.tensor_parallel, "pp": self.ctx.pipeline_parallel,
                            "dp": self.ctx.data_parallel},
                 "step": self.state.step,
+                "trainable": self.trainable,
+                "precision": self.precision,
                 "optimizer_format": self.optimizer_format}
 
     def save_checkpoint(self) -> Path:
@@ -195,10 +228,11 @@ class Trainer:
     def load_checkpoint(self, path: Path, *, full: bool) -> None:
         """``full``: resume everything; otherwise take the weights only."""
         meta = ckpt.content_metadata(path)
-        check_same_shape(path, meta["model"], model_shape(self.config, self.vocab_size))
+        ckpt.check_same_shape(path, meta["model"],
+                              ckpt.model_shape(self.config.model, self.vocab_size))
         same_layout = meta["layout"] == self._metadata()["layout"]
         if full:
-            optimizer_state.fill_fresh_state(self.opt.optimizer)
+            optimizer_state.init_state(self.opt.optimizer, step=0.0)  # a template to load into
         template = self._sharded_state(for_loading=True, full=full,
                                        optimizer_format=meta.get("optimizer_format"))
         if full and not same_layout:
@@ -233,11 +267,12 @@ class Trainer:
             decoder_seq_length=self.config.data.decoder_seq_length
             if self.config.model.kind == "t5" else None, forward_only=forward_only)
 
-    def _global_loss(self, reports: list[dict]) -> tuple[float, float]:
-        """(loss sum, token count) over the global batch, the same on every rank."""
-        totals = torch.zeros(2, device=self.device)
+    def _global_losses(self, reports: list[dict]) -> dict[str, tuple[float, float]]:
+        """(loss sum, token count) per reported loss over the global batch, on every rank."""
+        totals = torch.zeros(len(self.loss_keys), 2, device=self.device)
         for report in reports:
-            totals += report["lm loss"].to(self.device).float()
+            for row, key in enumerate(self.loss_keys):
+                totals[row] += report[key].to(self.device).float()
         dist.all_reduce(totals, group=parallel_state.get_data_parallel_group())
         owner = (parallel_state.is_pipeline_last_stage()
                  and parallel_state.get_tensor_model_parallel_rank() == 0
@@ -245,21 +280,36 @@ class Trainer:
         if not owner:
             totals.zero_()
         dist.all_reduce(totals)
-        return totals[0].item(), totals[1].item()
+        return {key: (totals[row, 0].item(), totals[row, 1].item())
+                for row, key in enumerate(self.loss_keys)}
 
-    def forward_backward(self) -> float:
-        """Gradients of one global batch in the DDP buffers; returns its mean token loss."""
+    @staticmethod
+    def _mean(total: tuple[float, float]) -> float:
+        return total[0] / max(total[1], 1.0)
+
+    def forward_backward(self) -> dict[str, float]:
+        """Gradients of one global batch in the DDP buffers; returns its mean token losses."""
         for chunk in self.opt.chunks:
             chunk.zero_grad_buffer()
         self.opt.optimizer.zero_grad()
-        loss_sum, tokens = self._global_loss(self._run_schedule(self.data.train,
-                                                                forward_only=False))
-        return loss_sum / max(tokens, 1.0)
+        totals = self._global_losses(self._run_schedule(self.data.train, forward_only=False))
+        return {key: self._mean(total) for key, total in totals.items()}
 
     def train_step(self) -> dict:
-        """One optimizer step; returns its metrics. A non-finite loss skips the update."""
-        loss = self.forward_backward()
-        record = {"loss": loss}
+        """One optimizer step; returns its metrics. A non-finite loss skips the update.
+
+        Groups whose schedule changes at this step are frozen/unfrozen first.
+        """
+        wanted = self.freeze.trainable(self.state.step)
+        record = {}
+        if wanted != self.trainable:
+            self.set_trainable(wanted)
+            record["event"] = "trainable groups changed"
+        started = time.perf_counter()
+        losses = self.forward_backward()
+        loss = record["loss"] = losses["lm loss"]
+        if "encoder mlm loss" in losses:
+            record["encoder_mlm_loss"] = losses["encoder mlm loss"]
         if math.isfinite(loss):
             _, grad_norm, _ = self.opt.optimizer.step()
             self.opt.scheduler.step(increment=1)
@@ -269,8 +319,13 @@ class Trainer:
             self.state.skipped_in_a_row += 1
             self.state.skipped_total += 1
             record["event"] = "skipped non-finite loss"
+        step_flops = sum(self.flops.step(self.trainable).values())
         self.state.step += 1
         self.state.consumed_samples += self.config.train.global_batch_size
+        self.state.flops += step_flops
+        self.state.train_seconds += time.perf_counter() - started
+        record.update(trainable=freeze.trainable_names(self.trainable), flops=step_flops,
+                      total_flops=self.state.flops)
         return record
 
     def evaluate(self) -> Optional[float]:
@@ -284,17 +339,13 @@ class Trainer:
         loss_sum = tokens = 0.0
         with torch.no_grad():
             for _ in range(self.config.train.eval_steps):
-                batch_sum, batch_tokens = self._global_loss(
-                    self._run_schedule(stream, forward_only=True))
+                batch_sum, batch_tokens = self._global_losses(
+                    self._run_schedule(stream, forward_only=True))["lm loss"]
                 loss_sum += batch_sum
                 tokens += batch_tokens
         for chunk in self.opt.chunks:
             chunk.train()
         return loss_sum / max(tokens, 1.0)
-
-    def _lr(self) -> float:
-        groups = self.opt.optimizer.param_groups
-        return next((g["lr"] for g in groups if g.get("default_config")), groups[0]["lr"])
 
     # ----------------------------------------------------------------- the loop
 
@@ -346,7 +397,8 @@ class Trainer:
         valid_loss = self.evaluate()
         if valid_loss is not None:
             self.metrics.log({"step": self.state.step, "split": "valid", "loss": valid_loss,
-                              "consumed_tokens": self.consumed_tokens()},
+                              "consumed_tokens": self.consumed_tokens(),
+                              "total_flops": self.state.flops},
                              total_steps=self.config.train.steps)
         return valid_loss
 
@@ -366,7 +418,7 @@ class Trainer:
             "step": self.state.step,
             **record,
             "loss": window.mean_loss() if window.finite else record["loss"],
-            "lr": self._lr(),
+            "lr": self.opt.scheduler.base_lr(),
             "tokens_per_s": tokens / max(window.seconds, 1e-9),
             "step_time_s": window.seconds / window.steps,
             "consumed_samples": self.state.consumed_samples,

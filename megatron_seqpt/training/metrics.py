@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 def _format(key: str, value: Any) -> str:
     if isinstance(value, float):
-        if key in ("lr",):
+        if key == "lr" or key.endswith("flops"):
             return f"{key} {value:.3e}"
         if key in ("loss", "grad_norm") or math.isnan(value) or abs(value) < 100:
             return f"{key} {value:.4f}"
@@ -29,7 +29,8 @@ class MetricsLogger:
     """Appends to metrics.jsonl. A run resumed at step N first drops the lines of steps after N
     (written before the interruption), so the file reads as one uninterrupted run."""
 
-    STDOUT_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "consumed_tokens", "flops")
+    STDOUT_KEYS = ("loss", "encoder_mlm_loss", "lr", "grad_norm", "tokens_per_s",
+                   "consumed_tokens", "total_flops")
 
     def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, start_step: int = 0):
         self.enabled = enabled

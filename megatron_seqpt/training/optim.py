@@ -1,15 +1,18 @@
-"""megatron-core's DDP, optimizer and LR/weight-decay scheduler for the model chunks.
+"""megatron-core's DDP, optimizer and LR/weight-decay scheduler for the trainable parameters.
 
 The same path runs on CPU (under the runtime's CPU compatibility layer, where megatron-core's
 optimizer falls back to torch AdamW) and on GPU (apex/transformer-engine fused Adam, the
 distributed optimizer when configured). Weight decay skips biases and norms: megatron-core
-groups those with ``wd_mult=0`` and the scheduler applies the multiplier.
+groups those with ``wd_mult=0`` and the scheduler applies the multiplier. Each freeze group's
+parameters carry its LR multiplier and name, so the scheduler can warm a group up after it
+unfreezes. Frozen parameters (``requires_grad=False``) are in neither DDP nor the optimizer.
 """
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
-from typing import Optional
+from functools import partial
 
 import torch
 from megatron.core.distributed import (
@@ -23,10 +26,37 @@ from megatron.core.optimizer import (
     get_megatron_optimizer,
     get_standard_config_overrides,
 )
-from megatron.core.optimizer.optimizer_config import ParamKey
-from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler, ParamGroupOverride
+from megatron.core.optimizer import optimizer as mcore_optimizer
+from megatron.core.optimizer.optimizer_config import ParamKey, ParamWithNamePredicate
+from megatron.core.optimizer_param_scheduler import (
+    OptimizerParamScheduler,
+    ParamGroupOverride,
+)
 
 from megatron_seqpt.config.schema import OptimConfig, ParallelConfig
+from megatron_seqpt.training.freeze import FreezeSchedule, group_of
+
+# megatron-core matches a checkpoint's param groups to the live ones by these keys. Groups here
+# also differ by freeze group (their LR schedules do), so that key must be part of the match.
+if "freeze_group" not in mcore_optimizer.param_group_identifier_keys:
+    mcore_optimizer.param_group_identifier_keys += ("freeze_group",)
+
+
+class GroupScheduler(OptimizerParamScheduler):
+    """megatron-core's warm-up/decay schedule, times each freeze group's own warm-up."""
+
+    def __init__(self, *args, freeze: FreezeSchedule, **kwargs):
+        self.freeze = freeze  # read by get_lr, which the base constructor already calls
+        super().__init__(*args, **kwargs)
+
+    def get_lr(self, param_group: dict) -> float:
+        lr = super().get_lr(param_group)
+        group = param_group.get("freeze_group")
+        return lr if group is None else lr * self.freeze.lr_factor(group, self.num_steps)
+
+    def base_lr(self) -> float:
+        """The schedule's LR without group multipliers (what the metrics report)."""
+        return super().get_lr({})
 
 
 @dataclass
@@ -35,7 +65,15 @@ class Optimization:
 
     chunks: list[DistributedDataParallel]
     optimizer: MegatronOptimizer
-    scheduler: OptimizerParamScheduler
+    scheduler: GroupScheduler
+
+    def release(self) -> None:
+        """Detach the DDP wrappers before new ones are built: their gradient hooks would
+        otherwise stay registered (held by ``grad_accs``) and keep writing into old buffers."""
+        for chunk in self.chunks:
+            chunk.grad_accs.clear()
+        self.chunks.clear()
+        gc.collect()
 
 
 def wrap_ddp(modules: list[torch.nn.Module], parallel: ParallelConfig,
@@ -56,10 +94,14 @@ def wrap_ddp(modules: list[torch.nn.Module], parallel: ParallelConfig,
     return wrapped
 
 
+def _in_group(group: str, param: torch.nn.Parameter, name: str) -> bool:
+    return group_of(name) == group
+
+
 def build_optimization(modules: list[torch.nn.Module], optim: OptimConfig,
                        parallel: ParallelConfig, bf16: bool, total_steps: int, on_gpu: bool,
-                       lr_mults: Optional[dict[str, float]] = None) -> Optimization:
-    """``lr_mults`` maps parameter-name globs to a multiplier of the base LR schedule."""
+                       freeze: FreezeSchedule) -> Optimization:
+    """DDP, optimizer and scheduler over the parameters that currently require grad."""
     chunks = wrap_ddp(modules, parallel, on_gpu)
     config = OptimizerConfig(
         optimizer="adam", lr=optim.lr, min_lr=optim.min_lr, weight_decay=optim.weight_decay,
@@ -69,12 +111,15 @@ def build_optimization(modules: list[torch.nn.Module], optim: OptimConfig,
         use_distributed_optimizer=parallel.use_distributed_optimizer)
     # Passing overrides replaces megatron-core's default grouping, so start from it.
     overrides = get_standard_config_overrides(config)
-    overrides.update({
-        ParamKey(name=glob): ParamGroupOverride(max_lr=optim.lr * mult,
-                                                min_lr=optim.min_lr * mult)
-        for glob, mult in (lr_mults or {}).items() if mult != 1.0})
+    for group, mult in freeze.lr_mults().items():
+        key = ParamKey(with_name_predicate=ParamWithNamePredicate(
+            name=f"freeze-group-{group}", fn=partial(_in_group, group)))
+        override = ParamGroupOverride(freeze_group=group)
+        if mult != 1.0:
+            override.update(max_lr=optim.lr * mult, min_lr=optim.min_lr * mult)
+        overrides[key] = override
     optimizer = get_megatron_optimizer(config, chunks, config_overrides=overrides)
-    scheduler = OptimizerParamScheduler(
+    scheduler = GroupScheduler(
         optimizer, init_lr=0.0, max_lr=optim.lr, min_lr=optim.min_lr,
         lr_warmup_steps=min(optim.warmup_steps, total_steps - 1),
         lr_decay_steps=total_steps, lr_decay_style=optim.decay_style,
@@ -82,5 +127,6 @@ def build_optimization(modules: list[torch.nn.Module], optim: OptimConfig,
         wd_incr_style="constant",
         # On resume the config's schedule wins (raise train.steps to extend a run); only the
         # step count comes from the checkpoint.
-        override_opt_param_scheduler=True, use_checkpoint_opt_param_scheduler=False)
+        override_opt_param_scheduler=True, use_checkpoint_opt_param_scheduler=False,
+        freeze=freeze)
     return Optimization(chunks, optimizer, scheduler)

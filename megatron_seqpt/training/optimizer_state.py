@@ -1,8 +1,9 @@
-"""Checkpoint fixes for megatron-core's distributed optimizer over torch's AdamW.
+"""Optimizer-state details megatron-core leaves to the caller: initial state, step counters and
+the distributed optimizer's checkpoint format.
 
 Without apex or transformer-engine (every CPU run, and GPU images without them) megatron-core's
 distributed optimizer wraps torch AdamW, whose per-parameter state (with its ``step`` counter)
-only exists after a first step. Two consequences for checkpoints, handled here:
+only exists after a first step. For checkpoints this means:
 
 - a fresh optimizer cannot describe its state for loading (megatron-core reads the step from the
   empty state): give it AdamW's zero state first, as AdamW's first step would;
@@ -14,19 +15,19 @@ only exists after a first step. Two consequences for checkpoints, handled here:
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import torch
 from megatron.core.optimizer import MegatronOptimizer
 from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
 
-def _torch_adam_states(optimizer: MegatronOptimizer) -> Iterator[torch.optim.Optimizer]:
-    parts = getattr(optimizer, "chained_optimizers", [optimizer])
-    for part in parts:
-        inner = getattr(part, "optimizer", None)
-        if isinstance(part, DistributedOptimizer) and isinstance(inner, torch.optim.Adam):
-            yield inner
+def parts(optimizer: MegatronOptimizer) -> list[MegatronOptimizer]:
+    """The optimizers inside megatron-core's ChainedOptimizer (or the optimizer itself)."""
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _distributed_torch_adam(optimizer: MegatronOptimizer) -> list[DistributedOptimizer]:
+    return [part for part in parts(optimizer) if isinstance(part, DistributedOptimizer)
+            and isinstance(part.optimizer, torch.optim.Adam)]
 
 
 def checkpoint_format(optimizer: MegatronOptimizer) -> dict:
@@ -36,22 +37,30 @@ def checkpoint_format(optimizer: MegatronOptimizer) -> dict:
     into torch AdamW (its per-parameter ``step``); there the DP-reshardable form is used, which
     resumes under another data-parallel size but not another tensor/pipeline split.
     """
-    kind = "dp_reshardable" if any(True for _ in _torch_adam_states(optimizer)) \
-        else "fully_reshardable"
+    kind = "dp_reshardable" if _distributed_torch_adam(optimizer) else "fully_reshardable"
     return {"distrib_optim_sharding_type": kind}
 
 
-def fill_fresh_state(optimizer: MegatronOptimizer) -> None:
-    """AdamW's initial state (step 0, zero moments) for parameters that have none yet."""
-    for inner in _torch_adam_states(optimizer):
+def init_state(optimizer: MegatronOptimizer, step: float) -> None:
+    """Zero moments (megatron-core's own initialiser) for every parameter without state, and
+    ``step`` as the step count of all, as a first optimizer step would leave them."""
+    for part in parts(optimizer):
+        if part.init_state_fn is not None:
+            part.init_state_fn(part.optimizer, part.config)
+        set_step(part, step)
+
+
+def set_step(part: MegatronOptimizer, step: float) -> None:
+    """One step count for all parameters: per parameter for torch Adam (each its own tensor)
+    and per param group for fused Adam."""
+    inner = part.optimizer
+    if isinstance(inner, torch.optim.Adam):
         for group in inner.param_groups:
             for param in group["params"]:
-                if not inner.state[param]:
-                    inner.state[param] = {
-                        "step": torch.zeros((), dtype=torch.float32),
-                        "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
-                        "exp_avg_sq": torch.zeros_like(param,
-                                                       memory_format=torch.preserve_format)}
+                inner.state[param]["step"] = torch.tensor(step, dtype=torch.float32)
+    for group in inner.param_groups:
+        if "step" in group:
+            group["step"] = int(step)
 
 
 def _saved_steps(node) -> set[float]:
@@ -65,14 +74,13 @@ def _saved_steps(node) -> set[float]:
 
 
 def restore_step_counters(optimizer: MegatronOptimizer, loaded_state: dict) -> None:
-    """Give every parameter its own ``step`` counter holding the saved count."""
-    inners = list(_torch_adam_states(optimizer))
-    if not inners:
+    """Each parameter of a torch-AdamW distributed optimizer gets the saved step count."""
+    adam_parts = _distributed_torch_adam(optimizer)
+    if not adam_parts:
         return
     steps = _saved_steps(loaded_state)
     if len(steps) != 1:
         raise RuntimeError(f"expected one saved AdamW step count, found {sorted(steps)}")
     (step,) = steps
-    for inner in inners:
-        for state in inner.state.values():
-            state["step"] = torch.tensor(step, dtype=torch.float32)
+    for part in adam_parts:
+        set_step(part, step)

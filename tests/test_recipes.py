@@ -1,0 +1,125 @@
+"""The recipes' conversions and variants on tiny trained models: a warm-started T5 encoder
+computes what the MLM encoder computes, an extracted encoder what the T5 encoder computes;
+mismatched models are refused; the encoder-MLM variant learns; the demo reports."""
+
+import json
+
+import pytest
+import torch
+
+from megatron_seqpt.config import dump
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.models.forward import t5_attention_masks
+from megatron_seqpt.recipes import convert
+from megatron_seqpt.recipes.demo import DemoSettings, run_demo
+from megatron_seqpt.training.loop import Trainer
+from tests.recipe_runs import trained
+from tests.run_configs import tiny_config
+
+NO_DROPOUT = ["model.hidden_dropout=0", "model.attention_dropout=0"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def trainer_for(kind, cache_dir, run_dir, ctx_factory, overrides=()):
+    config = tiny_config(kind, cache_dir, [*NO_DROPOUT, "train.steps=1", *overrides])
+    return Trainer(config, run_dir, ctx_factory.initialize(config.parallel, config.model,
+                                                           config.train.seed))
+
+
+def encoder_states(encoder_trainer, t5_trainer):
+    """Hidden states of the MLM encoder and of the T5 encoder on the same real batch."""
+    batch = next(t5_trainer.data.train)
+    masks = t5_attention_masks(batch, t5_trainer.impl)
+    mlm, t5 = encoder_trainer.modules[0], t5_trainer.modules[0]
+    mlm.eval(), t5.eval()
+    with torch.no_grad():
+        from_mlm = mlm.encode(batch["text_enc"], batch["enc_mask"])
+        from_t5 = t5(batch["text_enc"], batch["text_dec"], *masks,
+                     output_encoder_hidden_only=True)
+    real = batch["enc_mask"].transpose(0, 1).bool()  # [s, b] like the hidden states
+    return from_mlm[real], from_t5[real]
+
+
+def test_warm_started_t5_encoder_equals_the_mlm_encoder(single_process, recipe_root, cache_dir,
+                                                        tmp_path):
+    encoder_run = trained("encoder", recipe_root)
+    dump(tiny_config("t5", cache_dir, NO_DROPOUT), tmp_path / "t5.yaml")
+    convert.warm_start(encoder_run, str(tmp_path / "t5.yaml"), [], tmp_path / "warm")
+    assert (tmp_path / "warm" / "config.yaml").is_file()
+    t5 = trainer_for("t5", cache_dir, tmp_path / "t5", single_process,
+                     [f"checkpoint.load={tmp_path / 'warm'}"])
+    encoder = trainer_for("encoder", cache_dir, tmp_path / "enc", single_process,
+                          [f"checkpoint.load={encoder_run}"])
+    from_mlm, from_t5 = encoder_states(encoder, t5)
+    torch.testing.assert_close(from_t5, from_mlm, rtol=0, atol=0)
+    # The decoder is new: not the encoder's (the encoder has none), and not left at zero.
+    assert any(n.startswith("decoder.") and p.abs().sum() > 0
+               for n, p in t5.modules[0].named_parameters())
+
+
+def test_extracted_encoder_equals_the_t5_encoder(single_process, recipe_root, cache_dir,
+                                                 tmp_path):
+    t5_run = trained("t5", recipe_root)
+    convert.extract_encoder(t5_run, tmp_path / "extracted", head="from-t5")
+    encoder = trainer_for("encoder", cache_dir, tmp_path / "enc", single_process,
+                          [f"checkpoint.load={tmp_path / 'extracted'}"])
+    t5 = trainer_for("t5", cache_dir, tmp_path / "t5", single_process,
+                     [f"checkpoint.load={t5_run}"])
+    from_mlm, from_t5 = encoder_states(encoder, t5)
+    torch.testing.assert_close(from_mlm, from_t5, rtol=0, atol=0)
+    # "from-t5": T5's output bias, and the head's dense layer starts as the identity.
+    mlm = encoder.modules[0]
+    assert torch.equal(mlm.output_layer.bias, t5.modules[0].output_layer.bias)
+    assert torch.equal(mlm.lm_head.dense.weight, torch.eye(mlm.lm_head.dense.weight.shape[0]))
+
+
+def test_mismatched_encoder_is_refused(single_process, recipe_root, cache_dir, tmp_path):
+    encoder_run = trained("encoder", recipe_root)
+    config = tiny_config("t5", cache_dir, ["model.hidden_size=32",
+                                           "model.encoder.num_layers=3",
+                                           f"init.from_encoder={encoder_run}"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    with pytest.raises(UserError) as info:
+        Trainer(config, tmp_path, ctx)
+    message = str(info.value)
+    assert "model.hidden_size: encoder 64, T5 config 32" in message
+    assert "model.encoder" in message and "'num_layers': 3" in message
+    single_process.shutdown()
+    dump(config, tmp_path / "t5.yaml")
+    with pytest.raises(UserError, match="not an MLM encoder"):
+        convert.warm_start(trained("t5", recipe_root), str(tmp_path / "t5.yaml"), [],
+                           tmp_path / "x")
+    with pytest.raises(UserError, match="not a T5 model"):
+        convert.extract_encoder(encoder_run, tmp_path / "y", "new")
+
+
+def test_encoder_mlm_loss_variant_learns(single_process, cache_dir, tmp_path):
+    config = tiny_config("t5", cache_dir, ["model.encoder_mlm_weight=1.0", "train.steps=30",
+                                           "optim.lr=3e-3", "train.eval_interval=30"])
+    trainer = Trainer(config, tmp_path, single_process.initialize(
+        config.parallel, config.model, config.train.seed))
+    records = [trainer.train_step() for _ in range(30)]
+    mlm = [r["encoder_mlm_loss"] for r in records]
+    assert all(torch.isfinite(torch.tensor(mlm)))
+    assert sum(mlm[-5:]) / 5 < sum(mlm[:5]) / 5 - 0.5, mlm
+    names = [n for n, _ in trainer.modules[0].named_parameters()]
+    assert any(n.startswith("encoder_mlm_head.") for n in names)
+
+
+def test_demo_runs_every_stage_and_reports(tmp_path):
+    report = run_demo(tmp_path, DemoSettings(encoder_steps=6, seq2seq_steps=6, hidden_size=64,
+                                             layers=1))
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["compute_saving"] == pytest.approx(report["compute_saving"])
+    assert set(on_disk["stages"]) == {"encoder", "t5_warm", "t5_scratch"}
+    warm, scratch = on_disk["stages"]["t5_warm"], on_disk["stages"]["t5_scratch"]
+    assert warm["steps"] == scratch["steps"] == 6
+    # Same steps, embeddings and encoder frozen for half of them: fewer FLOPs than scratch.
+    assert 0 < warm["flops"] < scratch["flops"]
+    assert on_disk["compute_saving"] == pytest.approx(on_disk["compute_saving_predicted"])
+    assert (tmp_path / "loss_curves.png").stat().st_size > 10_000
+    assert "less" in (tmp_path / "report.md").read_text()
