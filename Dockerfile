@@ -19,7 +19,7 @@ COPY examples ./examples
 # (e.g. 2.7.0a0+...) do not satisfy in pip's eyes: install it without dependencies.
 RUN pip install --no-cache-dir --no-deps megatron-core==0.16.1 \
  && pip install --no-cache-dir "sentencepiece>=0.2" "nltk>=3.8" "psutil>=5.9" "pyyaml>=6.0" \
-        "tqdm>=4.66" "tensorboard>=2.14" "packaging" \
+        "tqdm>=4.66" "tensorboard>=2.14" "matplotlib>=3.7" "packaging" \
  && pip install --no-cache-dir --no-deps -e . \
  && python -c "import torch, megatron.core, megatron_seqpt; print('torch', torch.__version__)"
 

@@ -78,6 +78,7 @@ def test_unknown_override_suggests_full_key():
 def test_wrong_type_names_key_value_and_expected_type(tmp_path):
     message = error_of(None, ["train.steps=abc"])
     assert "train.steps" in message and "'abc'" in message and "an integer" in message
+    assert "command-line override 'train.steps=abc'" in message
     message = error_of(write(tmp_path, "train:\n  steps: 1.5\n"))
     assert "train.steps" in message and "1.5" in message
     message = error_of(None, ["model.kind=bert"])

@@ -230,10 +230,20 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] 
                               f"({', '.join(f.name for f in dataclasses.fields(cls))})",
                               source=source)
         tree = loaded or {}
+    given = {}
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value, cls, source=f"command-line override '{text}'")
-    config = build(cls, tree, source=source)
+        given[key] = text
+    try:
+        config = build(cls, tree, source=source)
+    except ConfigError as err:
+        text = next((t for k, t in given.items() if err.key == k or
+                     (err.key or "").startswith(k + ".")), None)
+        if text is None:
+            raise
+        raise ConfigError(err.message, key=err.key,
+                          source=f"command-line override '{text}'") from None
     validate(config, source=source)
     return config
 
