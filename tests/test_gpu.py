@@ -51,3 +51,22 @@ def test_bf16_training_on_gpu_learns_and_resumes(kind, distributed_optimizer, si
     # CUDA kernels may reduce in another order from run to run: close, not bitwise.
     for step in (21, 30, 40):
         assert got[step] == pytest.approx(expected[step], rel=2e-2), step
+
+
+def test_freeze_schedule_on_gpu_bf16(single_process, cache_dir, tmp_path):
+    """The frozen-encoder path (no_grad encoder, bf16 hand-over to the decoder), the unfreeze
+    rebuild of the distributed optimizer and the encoder-MLM variant, on CUDA."""
+    freeze = [f"freeze.{group}.{key}" for group in ("embeddings", "encoder")
+              for key in ("frozen=true", "unfreeze_at_step=10")]
+    config = tiny_config("t5", cache_dir, ["train.steps=30", "train.eval_interval=15",
+                                           "parallel.use_distributed_optimizer=true",
+                                           "model.encoder_mlm_weight=0.5", *freeze])
+    trainer = Trainer(config, tmp_path, single_process.initialize(
+        config.parallel, config.model, config.train.seed))
+    assert trainer.precision == "bf16"
+    trainer.run()
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "split" not in r]
+    assert [r["trainable"] for r in records[:10]] == ["decoder,heads"] * 10
+    assert records[-1]["trainable"] == "embeddings,encoder,decoder,heads"
+    valid = losses(tmp_path, "valid")
+    assert valid[30] < valid[0] - 0.5, valid

@@ -13,6 +13,7 @@ from megatron_seqpt.models.forward import t5_attention_masks
 from megatron_seqpt.recipes import convert
 from megatron_seqpt.recipes.demo import DemoSettings, run_demo
 from megatron_seqpt.training.loop import Trainer
+from megatron_seqpt.training.metrics import read_metrics
 from tests.recipe_runs import trained
 from tests.run_configs import tiny_config
 
@@ -99,10 +100,12 @@ def test_mismatched_encoder_is_refused(single_process, recipe_root, cache_dir, t
 
 def test_encoder_mlm_loss_variant_learns(single_process, cache_dir, tmp_path):
     config = tiny_config("t5", cache_dir, ["model.encoder_mlm_weight=1.0", "train.steps=30",
-                                           "optim.lr=3e-3", "train.eval_interval=30"])
+                                           "optim.lr=3e-3", "train.eval_interval=15"])
     trainer = Trainer(config, tmp_path, single_process.initialize(
         config.parallel, config.model, config.train.seed))
-    records = [trainer.train_step() for _ in range(30)]
+    trainer.run()  # evaluation included: it reports the seq2seq loss alone
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "split" not in r]
+    assert len(records) == 30
     mlm = [r["encoder_mlm_loss"] for r in records]
     assert all(torch.isfinite(torch.tensor(mlm)))
     assert sum(mlm[-5:]) / 5 < sum(mlm[:5]) / 5 - 0.5, mlm

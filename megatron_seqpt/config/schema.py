@@ -12,6 +12,14 @@ from typing import Literal, Optional
 from megatron_seqpt.config.loader import ConfigError
 
 
+def require_at_least(section, minimum: float, *names: str) -> None:
+    """Each named field of ``section`` must be >= ``minimum``."""
+    for name in names:
+        value = getattr(section, name)
+        if value < minimum:
+            raise ConfigError(f"must be at least {minimum}, got {value}", key=name)
+
+
 @dataclass
 class StackConfig:
     """One transformer stack (the encoder, or the T5 decoder)."""
@@ -21,9 +29,7 @@ class StackConfig:
     num_attention_heads: int = 4
 
     def validate(self) -> None:
-        for name in ("num_layers", "ffn_hidden_size", "num_attention_heads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", key=name)
+        require_at_least(self, 1, "num_layers", "ffn_hidden_size", "num_attention_heads")
 
 
 @dataclass
@@ -51,8 +57,7 @@ class ModelConfig:
     encoder_mlm_weight: float = 0.0
 
     def validate(self) -> None:
-        if self.hidden_size < 1:
-            raise ConfigError(f"must be at least 1, got {self.hidden_size}", key="hidden_size")
+        require_at_least(self, 1, "hidden_size")
         stacks = [("encoder", self.encoder)] + ([("decoder", self.decoder)]
                                                 if self.kind == "t5" else [])
         for name, stack in stacks:
@@ -65,9 +70,7 @@ class ModelConfig:
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"must be in [0, 1), got {getattr(self, name)}", key=name)
-        if self.encoder_mlm_weight < 0:
-            raise ConfigError(f"must be >= 0, got {self.encoder_mlm_weight}",
-                              key="encoder_mlm_weight")
+        require_at_least(self, 0, "encoder_mlm_weight")
         if self.vocab_size is not None and self.vocab_size < 1:
             raise ConfigError(f"must be at least 1 (or null for the tokenizer's), got "
                               f"{self.vocab_size}", key="vocab_size")
@@ -106,17 +109,14 @@ class DataConfig:
         if self.loader_workers is not None and self.loader_workers < 0:
             raise ConfigError(f"must be >= 0 (or null for the default), got "
                               f"{self.loader_workers}", key="loader_workers")
-        if self.seq_length < 8:
-            raise ConfigError(f"must be at least 8, got {self.seq_length}", key="seq_length")
+        require_at_least(self, 8, "seq_length")
         if not 0.0 < self.sampling_alpha <= 1.0:
             raise ConfigError(f"must be in (0, 1], got {self.sampling_alpha}",
                               key="sampling_alpha")
         for name in ("masking_probability", "noise_density"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(f"must be in (0, 1), got {getattr(self, name)}", key=name)
-        for name in ("max_ngram", "mean_span_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", key=name)
+        require_at_least(self, 1, "max_ngram", "mean_span_length")
         parts = self.split.split(",")
         try:
             weights = [float(p) for p in parts]
@@ -140,9 +140,7 @@ class ParallelConfig:
     timeout_minutes: int = 30
 
     def validate(self) -> None:
-        for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", key=name)
+        require_at_least(self, 1, "tensor_model_parallel_size", "pipeline_model_parallel_size")
         if self.sequence_parallel and self.tensor_model_parallel_size == 1:
             raise ConfigError("sequence parallel splits activations over the tensor-parallel "
                               "group; it needs parallel.tensor_model_parallel_size > 1",
@@ -169,8 +167,7 @@ class OptimConfig:
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"must be between 0 and optim.lr ({self.lr}), got {self.min_lr}",
                               key="min_lr")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"must be >= 0, got {self.warmup_steps}", key="warmup_steps")
+        require_at_least(self, 0, "warmup_steps")
 
 
 @dataclass
@@ -195,8 +192,7 @@ class GroupSchedule:
         if self.unfreeze_at_fraction is not None and not 0 < self.unfreeze_at_fraction < 1:
             raise ConfigError(f"must be in (0, 1), got {self.unfreeze_at_fraction}",
                               key="unfreeze_at_fraction")
-        if self.lr_mult < 0:
-            raise ConfigError(f"must be >= 0, got {self.lr_mult}", key="lr_mult")
+        require_at_least(self, 0, "lr_mult", "warmup_steps")
 
 
 @dataclass
@@ -222,9 +218,8 @@ class TrainConfig:
     max_skipped_steps: int = 5
 
     def validate(self) -> None:
-        for name in ("steps", "global_batch_size", "micro_batch_size", "eval_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", key=name)
+        require_at_least(self, 1, "steps", "global_batch_size", "micro_batch_size", "eval_steps",
+                         "eval_interval", "max_skipped_steps")
         if self.global_batch_size % self.micro_batch_size:
             raise ConfigError(f"global_batch_size {self.global_batch_size} is not a multiple of "
                               f"micro_batch_size {self.micro_batch_size}",
@@ -237,8 +232,7 @@ class LoggingConfig:
     tensorboard: bool = True
 
     def validate(self) -> None:
-        if self.log_interval < 1:
-            raise ConfigError(f"must be at least 1, got {self.log_interval}", key="log_interval")
+        require_at_least(self, 1, "log_interval")
 
 
 @dataclass
@@ -250,11 +244,8 @@ class CheckpointConfig:
     load: Optional[str] = None
 
     def validate(self) -> None:
-        if self.save_interval < 1:
-            raise ConfigError(f"must be at least 1, got {self.save_interval}",
-                              key="save_interval")
-        if self.keep_last < 0:
-            raise ConfigError(f"must be >= 0, got {self.keep_last}", key="keep_last")
+        require_at_least(self, 1, "save_interval")
+        require_at_least(self, 0, "keep_last")
 
 
 @dataclass

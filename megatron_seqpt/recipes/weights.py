@@ -45,7 +45,7 @@ def save_weights(modules: Iterable[torch.nn.Module], output: Path, config: RunCo
               "pp": parallel_state.get_pipeline_model_parallel_world_size(),
               "dp": parallel_state.get_data_parallel_world_size()}
     metadata = {"model": ckpt.model_shape(config.model, vocab_size), "layout": layout,
-                "step": 0, "trainable": {}, "precision": precision, "optimizer_format": None}
+                "step": 0, "precision": precision, "weights_only": True}
     manager = ckpt.CheckpointManager(output, keep_last=0)
     path = manager.save(0, {"model": state}, metadata,
                         lambda directory: dump(config, directory / "config.yaml"))

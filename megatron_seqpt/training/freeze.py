@@ -1,7 +1,8 @@
 """The freeze scheduler: which named parameter groups train at each step, and their LR.
 
-Groups are module paths: ``embeddings`` (word and position embeddings, also the tied output
-projection's weight), ``encoder``, ``decoder``, ``heads`` (MLM head, output-layer bias). Each
+Groups are module paths: ``embeddings`` (word and position embeddings, and the vocabulary
+projections tied to them with their biases: megatron-core treats a projection whose weight is
+frozen as frozen, bias included), ``encoder``, ``decoder``, ``heads`` (the MLM heads). Each
 has a schedule from ``freeze.<group>``: trainable from the start, frozen for the whole run, or
 frozen until a step (or a fraction of ``train.steps``), then trainable with its own LR multiplier
 and a linear warm-up from 0 over ``warmup_steps``.
@@ -26,9 +27,10 @@ GROUP_PREFIXES = {
     "embeddings": ("embedding",),
     "encoder": ("encoder",),
     "decoder": ("decoder",),
-    "heads": ("lm_head", "output_layer", "encoder_mlm_head", "encoder_mlm_output",
-              "binary_head", "pooler"),
+    "heads": ("lm_head", "encoder_mlm_head", "binary_head", "pooler"),
 }
+# The vocabulary projections (weight tied to the word embeddings) belong to the embeddings.
+TIED_PROJECTIONS = ("output_layer.", "lm_head.output_layer.", "encoder_mlm_output.")
 # Prefixes that wrappers (DDP, Float16Module) put in front of the model's own names.
 _WRAPPER_PREFIX = "module."
 
@@ -37,8 +39,8 @@ def group_of(param_name: str) -> str:
     """The freeze group of a parameter, from its name in any wrapper."""
     while param_name.startswith(_WRAPPER_PREFIX):
         param_name = param_name[len(_WRAPPER_PREFIX):]
-    if param_name == "output_layer.weight":
-        return "embeddings"  # the last pipeline stage's copy of the tied word embeddings
+    if param_name.startswith(TIED_PROJECTIONS):
+        return "embeddings"
     first = param_name.split(".", 1)[0]
     for group, prefixes in GROUP_PREFIXES.items():
         if first in prefixes:

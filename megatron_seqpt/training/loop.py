@@ -152,7 +152,6 @@ class Trainer:
             f"data-parallel {self.ctx.data_parallel}")
         if self.ctx.is_main:
             dump(self.config, self.run_dir / "config.yaml")
-
         log(f"freeze schedule: {self.freeze.describe()}")
 
     def _resume_source(self, resume: Optional[bool]) -> Optional[Path]:
@@ -160,6 +159,10 @@ class Trainer:
         if resume and latest is None:
             raise UserError(f"--resume given but {self.run_dir}/checkpoints has no complete "
                             "checkpoint")
+        if latest is not None and ckpt.content_metadata(latest).get("weights_only"):
+            raise UserError(f"{self.run_dir} holds converted weights, not a run to resume; "
+                            f"start a new run directory from them with "
+                            f"checkpoint.load={self.run_dir}")
         return latest if resume is not False else None
 
     def _encoder_frozen(self) -> bool:
@@ -228,6 +231,9 @@ class Trainer:
     def load_checkpoint(self, path: Path, *, full: bool) -> None:
         """``full``: resume everything; otherwise take the weights only."""
         meta = ckpt.content_metadata(path)
+        if meta["model"]["kind"] == "encoder" and self.config.model.kind == "t5":
+            raise UserError(f"{path} is an MLM encoder; a T5 run takes its encoder with "
+                            f"init.from_encoder={path} (or seqpt convert warm-start)")
         ckpt.check_same_shape(path, meta["model"],
                               ckpt.model_shape(self.config.model, self.vocab_size))
         same_layout = meta["layout"] == self._metadata()["layout"]
@@ -272,7 +278,8 @@ class Trainer:
         totals = torch.zeros(len(self.loss_keys), 2, device=self.device)
         for report in reports:
             for row, key in enumerate(self.loss_keys):
-                totals[row] += report[key].to(self.device).float()
+                if key in report:  # evaluation reports the model's loss only
+                    totals[row] += report[key].to(self.device).float()
         dist.all_reduce(totals, group=parallel_state.get_data_parallel_group())
         owner = (parallel_state.is_pipeline_last_stage()
                  and parallel_state.get_tensor_model_parallel_rank() == 0

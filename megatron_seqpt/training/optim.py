@@ -68,9 +68,12 @@ class Optimization:
     scheduler: GroupScheduler
 
     def release(self) -> None:
-        """Detach the DDP wrappers before new ones are built: their gradient hooks would
-        otherwise stay registered (held by ``grad_accs``) and keep writing into old buffers."""
+        """Retire the DDP wrappers before new ones are built. Their gradient hooks stay on the
+        parameters' gradient accumulators as long as anything holds those, and would take each
+        gradient (into the old buffers) before the new wrapper's hook sees it; a hook finds
+        nothing to do once its wrapper maps no parameter to a bucket."""
         for chunk in self.chunks:
+            chunk.param_to_bucket_group.clear()
             chunk.grad_accs.clear()
         self.chunks.clear()
         gc.collect()
