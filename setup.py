@@ -35,6 +35,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        # benchmarks/train_throughput.py compares against Hugging Face models.
+        "bench": ["transformers>=4.40"],
     },
     entry_points={"console_scripts": ["seqpt=megatron_seqpt.cli:main"]},
 )

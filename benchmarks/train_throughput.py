@@ -8,7 +8,7 @@ step. The Hugging Face side gets the same batches ready-made (its data costs not
 then forward, backward, clipping and AdamW per global batch. Rounds alternate A/B so that
 machine noise hits both; the medians are printed with their ratio.
 
-    pip install transformers   # only for this benchmark
+    pip install -e ".[bench]"   # transformers, only for this benchmark
     python benchmarks/train_throughput.py [--kind encoder t5] [--hidden 256 --layers 4 ...]
 """
 
