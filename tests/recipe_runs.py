@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tests.multiproc import run_ranks
+from megatron_seqpt.runtime.local_ranks import run_ranks
 
 WEIGHT_PREFIXES = ("embedding.", "encoder.")
 

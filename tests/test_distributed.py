@@ -6,7 +6,7 @@ import torch
 
 from megatron_seqpt.config import load_run_config
 from megatron_seqpt.runtime.distributed import LayoutError, check_layout
-from tests.multiproc import run_ranks
+from megatron_seqpt.runtime.local_ranks import run_ranks
 
 
 def test_single_process_start(single_process):

@@ -35,3 +35,41 @@ def test_t5_counts_and_frozen_encoder_costs_forward_only():
     assert frozen == {"embeddings": 0, "encoder": 576, "decoder": 3 * 1328, "heads": 2 * 240}
     saving = 1 - sum(frozen.values()) / sum(everything.values())
     assert saving == pytest.approx((2 * 576 + 240) / (3 * (576 + 1328 + 240)))
+
+
+def test_t5_pipeline_split_balances_forward_flops():
+    from itertools import combinations
+
+    from megatron_seqpt.models.pipeline_split import split_layers
+
+    # 4 encoder layers of cost 1, 4 decoder layers of cost 2, projection 2 on the last stage.
+    costs = [1.0] * 4 + [2.0] * 4
+
+    def worst(bounds):
+        loads = [sum(costs[a:b]) for a, b in zip((0, *bounds), (*bounds, 8))]
+        loads[-1] += 2.0
+        return max(loads)
+
+    optimum = min(worst(cuts) for cuts in combinations(range(1, 8), 2))
+    stages = split_layers(4, 4, 3, (1.0, 2.0), 2.0)
+    counts = [len(s.encoder) + len(s.decoder) for s in stages]
+    assert worst((counts[0], counts[0] + counts[1])) == optimum == 6.0
+    # Stages are contiguous: encoder layers first, then decoder layers, nothing left out.
+    assert [list(s.encoder) for s in stages][0][0] == 0
+    assert sum(len(s.encoder) for s in stages) == 4 and sum(len(s.decoder) for s in stages) == 4
+    # A stage may hold the end of the encoder and the start of the decoder.
+    mixed = split_layers(3, 3, 2, (1.0, 1.0), 0.0)
+    assert (mixed[0].encoder, mixed[0].decoder) == (range(0, 3), range(0, 0))
+    given = split_layers(3, 3, 2, (1.0, 1.0), 0.0, given=[4, 2])
+    assert (given[0].encoder, given[0].decoder) == (range(0, 3), range(0, 1))
+    assert (given[1].encoder, given[1].decoder) == (range(3, 3), range(1, 3))
+
+
+def test_t5_pipeline_split_refuses_impossible_layouts():
+    from megatron_seqpt.errors import UserError
+    from megatron_seqpt.models.pipeline_split import split_layers
+
+    with pytest.raises(UserError, match="at least one layer and 4 layers in all"):
+        split_layers(2, 2, 2, (1.0, 1.0), 0.0, given=[4, 0])
+    with pytest.raises(UserError, match="cannot fill"):
+        split_layers(1, 1, 3, (1.0, 1.0), 0.0)

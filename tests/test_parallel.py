@@ -11,7 +11,7 @@ import torch
 from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
-from tests.multiproc import run_ranks
+from megatron_seqpt.runtime.local_ranks import run_ranks
 
 NO_DROPOUT = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.eval_interval=1000"]
 TP2 = ["parallel.tensor_model_parallel_size=2"]
@@ -21,8 +21,9 @@ LAYOUTS = {  # name -> (processes, overrides, kinds)
     "tp2": (2, TP2, ("encoder", "t5")),
     "tp2_sp": (2, TP2 + SP, ("encoder", "t5")),
     "dp2": (2, [], ("encoder", "t5")),
-    "pp2": (2, PP2, ("encoder",)),
-    "tp2_pp2": (4, TP2 + PP2, ("encoder",)),
+    "pp2": (2, PP2, ("encoder", "t5")),
+    "tp2_pp2": (4, TP2 + PP2, ("encoder", "t5")),
+    "pp2_dp2": (4, PP2, ("t5",)),
 }
 
 
@@ -139,7 +140,8 @@ def _train(kind, overrides, cache_dir, run_dir):
 
 
 @pytest.mark.parametrize("kind, processes, overrides", [
-    ("t5", 2, TP2), ("encoder", 2, PP2)], ids=["t5-tp2", "encoder-pp2"])
+    ("t5", 2, TP2), ("encoder", 2, PP2), ("t5", 2, PP2)],
+    ids=["t5-tp2", "encoder-pp2", "t5-pp2"])
 def test_checkpoint_resumes_under_another_layout(kind, processes, overrides, cache_dir,
                                                  tmp_path):
     """Save at step 2 with the layout, resume at one process: step 3 matches."""
@@ -200,3 +202,38 @@ def test_distributed_optimizer_rebuild_keeps_the_state(cache_dir, tmp_path):
     plain = run_ranks(_losses_with_rebuild, 2, cache_dir, tmp_path / "plain", None)[0]
     rebuilt = run_ranks(_losses_with_rebuild, 2, cache_dir, tmp_path / "rebuilt", 2)[0]
     assert rebuilt == plain
+
+
+def _losses_from(kind, overrides, cache_dir, run_dir, init_from):
+    """Per-step losses of a run that starts from ``init_from``'s weights."""
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.training.loop import Trainer
+    from megatron_seqpt.training.metrics import read_metrics
+    from tests.run_configs import tiny_config
+
+    config = tiny_config(kind, cache_dir, [*NO_DROPOUT, f"checkpoint.load={init_from}",
+                                           *overrides])
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    Trainer(config, run_dir, ctx).run()
+    distributed.shutdown()
+    if ctx.is_main:
+        return {r["step"]: r["loss"] for r in read_metrics(Path(run_dir) / "metrics.jsonl")
+                if "split" not in r}
+
+
+@pytest.mark.parametrize("kind", ["t5", "encoder"])
+def test_pipeline_trains_like_one_stage_across_an_unfreeze(kind, reference, cache_dir,
+                                                            tmp_path):
+    """Embeddings and encoder frozen for two steps, then unfrozen (rebuilding DDP and
+    optimizer on every stage): PP=2 takes the same steps as one process. For T5 the encoder
+    stage does forward work only while frozen."""
+    checkpoint, _, _ = reference(kind)
+    schedule = ["train.steps=4", *[f"freeze.{group}.{key}" for group in ("embeddings", "encoder")
+                                   for key in ("frozen=true", "unfreeze_at_step=2")]]
+    (single,) = run_ranks(_losses_from, 1, kind, schedule, cache_dir, tmp_path / "one",
+                          checkpoint)
+    piped = run_ranks(_losses_from, 2, kind, [*schedule, *PP2], cache_dir, tmp_path / "pp2",
+                      checkpoint)[0]
+    assert sorted(piped) == [1, 2, 3, 4]
+    for step in single:
+        assert piped[step] == pytest.approx(single[step], rel=1e-5), step

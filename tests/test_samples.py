@@ -14,8 +14,8 @@ from megatron_seqpt.data.samples import (
 from megatron_seqpt.data.sampling import temperature_weights
 from megatron_seqpt.data.stream import BatchStream, collate
 from megatron_seqpt.runtime import distributed
+from megatron_seqpt.runtime.local_ranks import run_ranks
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
-from tests.multiproc import run_ranks
 from tests.prepared_data import build, original_tokens, prepared_corpus, tokenizer
 
 

@@ -134,6 +134,9 @@ class ParallelConfig:
     tensor_model_parallel_size: int = 1
     pipeline_model_parallel_size: int = 1
     sequence_parallel: bool = False
+    # T5 with pipeline parallelism: layers per stage, encoder layers first, then decoder
+    # layers (a stage may hold both); null: balanced by FLOPs.
+    pipeline_layers: Optional[list[int]] = None
     use_distributed_optimizer: bool = False
     # torch.distributed backend: auto = nccl with CUDA, gloo without.
     backend: Literal["auto", "nccl", "gloo"] = "auto"

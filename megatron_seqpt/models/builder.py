@@ -21,6 +21,8 @@ from megatron.core.transformer.transformer_block import get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_seqpt.config.schema import ModelConfig, ParallelConfig, StackConfig
+from megatron_seqpt.models.pipeline_split import StageLayers
+from megatron_seqpt.models.pipelined_t5 import PipelinedT5
 from megatron_seqpt.models.specs import (
     LayerImpl,
     block_spec,
@@ -151,9 +153,13 @@ class T5WithEncoderMLM(T5Model):
 
 def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
                 precision: Precision, impl: LayerImpl, backend: Backend, *,
-                pre_process: bool = True, post_process: bool = True) -> torch.nn.Module:
+                pre_process: bool = True, post_process: bool = True,
+                stage: Optional[StageLayers] = None,
+                encoder_seq_length: Optional[int] = None) -> torch.nn.Module:
     """This pipeline stage's part of the model, on the current device, not yet wrapped in
-    DDP (in megatron-core's Float16Module for bf16)."""
+    DDP (in megatron-core's Float16Module for bf16). A pipelined T5 needs the stage's layers
+    (models/pipeline_split.py) and the encoder sequence length (where the packed states
+    split)."""
     encoder_config = transformer_config(model, model.encoder, parallel, precision, impl, backend)
     encoder_block = block_spec(encoder_layer_spec(impl),
                                get_num_layers_to_build(encoder_config), impl)
@@ -161,7 +167,13 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
                   pre_process=pre_process, post_process=post_process, parallel_output=True,
                   share_embeddings_and_output_weights=True,
                   position_embedding_type="learned_absolute")
-    if model.kind == "encoder":
+    if model.kind == "t5" and parallel.pipeline_model_parallel_size > 1:
+        built = PipelinedT5(
+            transformer_config(model, model.decoder, parallel, precision, impl, backend),
+            encoder_config, encoder_layer_spec(impl), decoder_layer_spec(impl), impl.norm,
+            vocab_size, model.max_position_embeddings, encoder_seq_length, stage,
+            pre_process=pre_process, post_process=post_process)
+    elif model.kind == "encoder":
         built = MLMEncoder(config=encoder_config, num_tokentypes=0,
                            transformer_layer_spec=encoder_block, add_binary_head=False,
                            impl=impl, **common)

@@ -15,6 +15,7 @@ from megatron.core.datasets.t5_dataset import T5MaskedWordPieceDataset
 from megatron.core.transformer.module import Float16Module
 
 from megatron_seqpt.models.encoder_masking import EncoderMasking
+from megatron_seqpt.models.pipelined_t5 import PipelinedT5
 from megatron_seqpt.models.specs import LayerImpl
 
 Batch = dict[str, torch.Tensor]
@@ -66,6 +67,8 @@ def t5_output(model: torch.nn.Module, batch: Batch, impl: LayerImpl,
     encoder_mlm = "encoder_mlm_labels" in batch
     text_enc = batch["encoder_mlm_input"] if encoder_mlm else batch["text_enc"]
     inputs = (text_enc, batch["text_dec"], *masks)
+    if isinstance(_unwrapped(model), PipelinedT5):  # one stage: it handles the freeze itself
+        return model(*inputs, lm_labels=batch["labels"], encoder_frozen=encoder_frozen)
     if not encoder_frozen and not encoder_mlm:
         return model(*inputs, lm_labels=batch["labels"])
     # Keep the encoder output in the model's precision for the decoder's cross-attention.

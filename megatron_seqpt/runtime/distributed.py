@@ -77,14 +77,30 @@ def check_layout(world_size: int, parallel: ParallelConfig,
                     f"model.{name}.ffn_hidden_size ({stack.ffn_hidden_size}) is not divisible by "
                     f"parallel.tensor_model_parallel_size ({tp})")
         if model.kind == "t5" and pp > 1:
-            raise LayoutError(
-                "parallel.pipeline_model_parallel_size > 1 is not supported for model.kind t5 "
-                "yet (megatron-core has no encoder-decoder pipeline); use tensor parallelism")
-        if model.encoder.num_layers % pp:
+            _check_t5_pipeline(parallel, model)
+        elif parallel.pipeline_layers is not None:
+            raise LayoutError("parallel.pipeline_layers applies to model.kind t5 only; the MLM "
+                              "encoder's layers are split evenly over the stages")
+        elif model.encoder.num_layers % pp:
             raise LayoutError(
                 f"model.encoder.num_layers ({model.encoder.num_layers}) is not divisible by "
                 f"parallel.pipeline_model_parallel_size ({pp})")
     return world_size // (tp * pp)
+
+
+def _check_t5_pipeline(parallel: ParallelConfig, model: ModelConfig) -> None:
+    pp = parallel.pipeline_model_parallel_size
+    total = model.encoder.num_layers + model.decoder.num_layers
+    if total < pp:
+        raise LayoutError(f"T5 has {total} layers (model.encoder.num_layers + "
+                          f"model.decoder.num_layers) for parallel.pipeline_model_parallel_size "
+                          f"{pp} stages; each stage needs at least one")
+    if parallel.sequence_parallel:
+        raise LayoutError("sequence parallel is not available for T5 with pipeline parallelism; "
+                          "set parallel.sequence_parallel=false")
+    if model.encoder_mlm_weight:
+        raise LayoutError("model.encoder_mlm_weight (the encoder MLM loss) is not available "
+                          "for T5 with pipeline parallelism")
 
 
 def seed_everything(seed: int) -> None:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
 from megatron_seqpt.config.schema import ModelConfig, StackConfig
+from megatron_seqpt.models.pipeline_split import StageLayers, split_layers
 from megatron_seqpt.training.freeze import FreezeSchedule
 
 COMPONENTS = ("embeddings", "encoder", "decoder", "heads")
@@ -92,6 +93,14 @@ class FlopModel:
     def full_step(self) -> float:
         """FLOPs of a step with every group trainable (3x the forward)."""
         return sum(self.step({name: True for name in COMPONENTS}).values())
+
+    def t5_pipeline_stages(self, model: ModelConfig, stages: int,
+                           given: Optional[Sequence[int]] = None) -> list[StageLayers]:
+        """T5's layers over pipeline stages, balanced by these forward FLOPs."""
+        per_layer = (self.forward["encoder"] / model.encoder.num_layers,
+                     self.forward["decoder"] / model.decoder.num_layers)
+        return split_layers(model.encoder.num_layers, model.decoder.num_layers, stages,
+                            per_layer, self.projection, given)
 
     def run(self, schedule: FreezeSchedule, steps: int) -> dict[str, float]:
         """Executed FLOPs per component over ``steps`` steps of a freeze schedule."""

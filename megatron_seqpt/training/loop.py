@@ -41,6 +41,10 @@ from megatron_seqpt.training.optim import Optimization, build_optimization
 from megatron_seqpt.training.preemption import PreemptionHandler
 
 
+def _span(layers: range) -> str:
+    return f"{layers.start}-{layers.stop - 1}" if layers else "-"
+
+
 @dataclass
 class TrainState:
     step: int = 0
@@ -93,14 +97,23 @@ class Trainer:
                                             ctx.tensor_parallel)
         self.impl = choose_impl(config.model.transformer_impl, config.model.local_attention,
                                 ctx.backend)
-        self.modules = [build_model(
-            config.model, config.parallel, self.vocab_size, self.precision, self.impl,
-            ctx.backend, pre_process=parallel_state.is_pipeline_first_stage(),
-            post_process=parallel_state.is_pipeline_last_stage())]
-        self.freeze = FreezeSchedule(config.freeze, train.steps)
         self.flops = FlopModel.build(config.model, self.vocab_size, config.data.seq_length,
                                      config.data.decoder_seq_length, train.global_batch_size,
                                      config.data.masking_probability)
+        self.pipelined_t5 = config.model.kind == "t5" and ctx.pipeline_parallel > 1
+        stage = None
+        if self.pipelined_t5:
+            stages = self.flops.t5_pipeline_stages(config.model, ctx.pipeline_parallel,
+                                                   config.parallel.pipeline_layers)
+            stage = stages[parallel_state.get_pipeline_model_parallel_rank()]
+            log("pipeline stages (encoder layers | decoder layers): " + "; ".join(
+                f"{i}: {_span(s.encoder)} | {_span(s.decoder)}" for i, s in enumerate(stages)))
+        self.modules = [build_model(
+            config.model, config.parallel, self.vocab_size, self.precision, self.impl,
+            ctx.backend, pre_process=parallel_state.is_pipeline_first_stage(),
+            post_process=parallel_state.is_pipeline_last_stage(), stage=stage,
+            encoder_seq_length=config.data.seq_length)]
+        self.freeze = FreezeSchedule(config.freeze, train.steps)
         masking = None
         if config.model.kind == "t5" and config.model.encoder_mlm_weight:
             masking = EncoderMasking(self.data.tokenizer.mask,
@@ -172,18 +185,18 @@ class Trainer:
     def set_trainable(self, trainable: dict[str, bool]) -> None:
         """Freeze/unfreeze groups: (re)build DDP, optimizer and scheduler for the groups that
         train, carrying over the state of those that trained before."""
-        states, step, num_steps = {}, 0.0, 0
-        if self.opt is not None:
-            states, step = optimizer_transfer.export_states(self.opt.optimizer)
-            num_steps = self.opt.scheduler.num_steps
-            self.opt.release()
+        previous = self.opt
+        if previous is not None:
+            # Collective: also a stage that trained nothing so far learns the step count.
+            states, step = optimizer_transfer.export_states(previous.optimizer)
+            previous.release()
         counts = freeze.apply(self.modules, trainable)
         self.opt = build_optimization(self.modules, self.config.optim, self.config.parallel,
                                       self.precision == "bf16", self.config.train.steps,
                                       self.ctx.backend.cuda, self.freeze)
-        if states:
+        if previous is not None:
             optimizer_transfer.import_states(self.opt.optimizer, states, step)
-        self.opt.scheduler.num_steps = num_steps
+        self.opt.scheduler.num_steps = previous.scheduler.num_steps if previous else 0
         self.opt.scheduler.step(increment=0)
         self.optimizer_format = optimizer_state.checkpoint_format(self.opt.optimizer)
         self.trainable = dict(trainable)
@@ -264,14 +277,15 @@ class Trainer:
     # ----------------------------------------------------------------- steps
 
     def _run_schedule(self, data_iterator, forward_only: bool):
+        # Pipeline stages exchange [seq_length, micro-batch, hidden]; a pipelined T5 sends the
+        # encoder and decoder states packed along the sequence.
+        data = self.config.data
+        seq_length = data.seq_length + (data.decoder_seq_length if self.pipelined_t5 else 0)
         return get_forward_backward_func()(
             forward_step_func=self.forward_step, data_iterator=data_iterator,
             model=self.opt.chunks, num_microbatches=self.num_microbatches,
-            seq_length=self.config.data.seq_length,
-            micro_batch_size=self.config.train.micro_batch_size,
-            # Pipeline stages exchange [decoder_seq_length or seq_length, micro-batch, hidden].
-            decoder_seq_length=self.config.data.decoder_seq_length
-            if self.config.model.kind == "t5" else None, forward_only=forward_only)
+            seq_length=seq_length, micro_batch_size=self.config.train.micro_batch_size,
+            decoder_seq_length=None, forward_only=forward_only)
 
     def _global_losses(self, reports: list[dict]) -> dict[str, tuple[float, float]]:
         """(loss sum, token count) per reported loss over the global batch, on every rank."""

@@ -1,4 +1,6 @@
-"""Run a function on N gloo ranks (spawned processes) and collect each rank's return value."""
+"""Run a function on N local ranks (spawned processes, each a world member through the
+torchrun-style environment) and collect each rank's return value: multi-process tests and
+benchmarks on one machine without a launcher."""
 
 from __future__ import annotations
 
