@@ -123,6 +123,7 @@ def test_layout_matches_single_process(kind, layout, reference, load_full, cache
 
 
 def _train(kind, overrides, cache_dir, run_dir):
+    """Per-step losses of a short run (3 steps, checkpoints at 2 and 3 unless overridden)."""
     from megatron_seqpt.runtime import distributed
     from megatron_seqpt.training.loop import Trainer
     from megatron_seqpt.training.metrics import read_metrics
@@ -204,23 +205,6 @@ def test_distributed_optimizer_rebuild_keeps_the_state(cache_dir, tmp_path):
     assert rebuilt == plain
 
 
-def _losses_from(kind, overrides, cache_dir, run_dir, init_from):
-    """Per-step losses of a run that starts from ``init_from``'s weights."""
-    from megatron_seqpt.runtime import distributed
-    from megatron_seqpt.training.loop import Trainer
-    from megatron_seqpt.training.metrics import read_metrics
-    from tests.run_configs import tiny_config
-
-    config = tiny_config(kind, cache_dir, [*NO_DROPOUT, f"checkpoint.load={init_from}",
-                                           *overrides])
-    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
-    Trainer(config, run_dir, ctx).run()
-    distributed.shutdown()
-    if ctx.is_main:
-        return {r["step"]: r["loss"] for r in read_metrics(Path(run_dir) / "metrics.jsonl")
-                if "split" not in r}
-
-
 @pytest.mark.parametrize("kind", ["t5", "encoder"])
 def test_pipeline_trains_like_one_stage_across_an_unfreeze(kind, reference, cache_dir,
                                                             tmp_path):
@@ -230,10 +214,9 @@ def test_pipeline_trains_like_one_stage_across_an_unfreeze(kind, reference, cach
     checkpoint, _, _ = reference(kind)
     schedule = ["train.steps=4", *[f"freeze.{group}.{key}" for group in ("embeddings", "encoder")
                                    for key in ("frozen=true", "unfreeze_at_step=2")]]
-    (single,) = run_ranks(_losses_from, 1, kind, schedule, cache_dir, tmp_path / "one",
-                          checkpoint)
-    piped = run_ranks(_losses_from, 2, kind, [*schedule, *PP2], cache_dir, tmp_path / "pp2",
-                      checkpoint)[0]
+    schedule.append(f"checkpoint.load={checkpoint}")
+    (single,) = run_ranks(_train, 1, kind, schedule, cache_dir, tmp_path / "one")
+    piped = run_ranks(_train, 2, kind, [*schedule, *PP2], cache_dir, tmp_path / "pp2")[0]
     assert sorted(piped) == [1, 2, 3, 4]
     for step in single:
         assert piped[step] == pytest.approx(single[step], rel=1e-5), step
