@@ -68,8 +68,8 @@ def main() -> None:
             full.append(time_steps(trainer, args.steps))
             frozen.append(time_steps(frozen_trainer, args.steps))
         measured = statistics.median(frozen) / statistics.median(full)
-        predicted = sum(frozen_trainer.flops.step(frozen_trainer.trainable).values()) / \
-            trainer.flops.full_step()
+        predicted = sum(frozen_trainer.workload.flops.step(frozen_trainer.trainable).values()) / \
+            trainer.workload.flops.full_step()
         print(f"\nT5 h{args.hidden} L{args.layers}+{args.layers} seq {args.seq}/{args.dec_seq}, "
               f"global batch {config.train.global_batch_size}, {trainer.precision}, "
               f"{args.rounds} rounds of {args.steps} steps")

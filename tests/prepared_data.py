@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from megatron_seqpt.data.corpus import default_corpus_path
+from megatron_seqpt.text.corpus import default_corpus_path
 
 VOCAB_SIZE = 2000
 # Set by conftest.py for the session and inherited by spawned ranks, so that every process

@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from megatron_seqpt.data.corpus import default_corpus_path
+from megatron_seqpt.text.corpus import default_corpus_path
 
 CORPUS = default_corpus_path()
 VOCAB_SIZE = 4000

@@ -58,8 +58,8 @@ def test_frozen_groups_hold_still_then_train(single_process, recipe_root, cache_
     assert len(changed) == len(params)
     # Frozen steps are accounted without the encoder's backward.
     frozen = {"embeddings": False, "encoder": False, "decoder": True, "heads": True}
-    assert flops[:UNFREEZE_AT] == [sum(trainer.flops.step(frozen).values())] * UNFREEZE_AT
-    assert flops[UNFREEZE_AT:] == [trainer.flops.full_step()] * (8 - UNFREEZE_AT)
+    assert flops[:UNFREEZE_AT] == [sum(trainer.workload.flops.step(frozen).values())] * UNFREEZE_AT
+    assert flops[UNFREEZE_AT:] == [trainer.workload.flops.full_step()] * (8 - UNFREEZE_AT)
     assert flops[0] < flops[-1]
 
 

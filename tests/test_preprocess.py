@@ -19,15 +19,15 @@ import sentencepiece as spm
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_seqpt.config.schema import DataConfig
-from megatron_seqpt.data.corpus import CorpusError
 from megatron_seqpt.data.prepare import prepare
 from megatron_seqpt.data.preprocess import dataset_prefix, preprocess
-from megatron_seqpt.data.sentences import (
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.corpus import CorpusError
+from megatron_seqpt.text.sentences import (
     SentenceSplitter,
     learn_splitters,
     survey_languages,
 )
-from megatron_seqpt.errors import UserError
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
 from tests.raw_corpus import CORPUS, records, texts_of, tokenizer_model, write_jsonl
 

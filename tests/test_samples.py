@@ -11,10 +11,10 @@ from megatron_seqpt.data.samples import (
     build_sample_datasets,
     language_token_counts,
 )
-from megatron_seqpt.data.sampling import temperature_weights
 from megatron_seqpt.data.stream import BatchStream, collate
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.local_ranks import run_ranks
+from megatron_seqpt.text.sampling import temperature_weights
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 from tests.prepared_data import build, original_tokens, prepared_corpus, tokenizer
 

@@ -6,7 +6,8 @@ import re
 import pytest
 from nltk.tokenize.punkt import PunktParameters
 
-from megatron_seqpt.data.sentences import (
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.sentences import (
     SentenceSplitter,
     learn_punkt,
     learn_splitters,
@@ -14,7 +15,6 @@ from megatron_seqpt.data.sentences import (
     survey_languages,
     uses_punkt,
 )
-from megatron_seqpt.errors import UserError
 from tests.raw_corpus import records, texts_of
 
 LANGS = sorted({record["lang"] for record in records()})

@@ -6,14 +6,14 @@ from collections import Counter
 import pytest
 import sentencepiece as spm
 
-from megatron_seqpt.data.corpus import ReadOptions, read_records
-from megatron_seqpt.data.sampling import temperature_weights
-from megatron_seqpt.data.sentences import (
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.corpus import ReadOptions, read_records
+from megatron_seqpt.text.sampling import temperature_weights
+from megatron_seqpt.text.sentences import (
     SentenceSplitter,
     learn_splitters,
     survey_languages,
 )
-from megatron_seqpt.errors import UserError
 from megatron_seqpt.tokenizer import special_tokens as st
 from megatron_seqpt.tokenizer.training import (
     plan_sample,

@@ -2,7 +2,7 @@
 
 import argparse
 
-from megatron_seqpt.data.corpus import SKIP_REASONS
+from megatron_seqpt.text.corpus import SKIP_REASONS
 
 
 def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:

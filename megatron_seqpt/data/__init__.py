@@ -1,1 +1,2 @@
-"""Text to training samples: corpus reading, sentence splitting, indexed datasets, samples."""
+"""Text to training samples: indexed datasets (preprocessing, the cached prepared corpus),
+MLM and span-corruption samples, resumable batch streams."""

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from megatron_seqpt.config.schema import DataConfig
-from megatron_seqpt.data.corpus import check_inputs, default_corpus_path
 from megatron_seqpt.data.indexed_writer import token_count
 from megatron_seqpt.data.preprocess import DEFAULT_CHUNK_BYTES, preprocess
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.corpus import check_inputs, default_corpus_path
 from megatron_seqpt.tokenizer.special_tokens import DEFAULT_NUM_SENTINELS
 from megatron_seqpt.tokenizer.training import train_tokenizer
 

@@ -30,7 +30,9 @@ import numpy as np
 import sentencepiece as spm
 from nltk.tokenize.punkt import PunktParameters
 
-from megatron_seqpt.data.corpus import (
+from megatron_seqpt.data.indexed_writer import IndexedOutputs, token_dtype
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.corpus import (
     ByteProgress,
     CorpusError,
     ReadOptions,
@@ -39,13 +41,11 @@ from megatron_seqpt.data.corpus import (
     check_inputs,
     read_records,
 )
-from megatron_seqpt.data.indexed_writer import IndexedOutputs, token_dtype
-from megatron_seqpt.data.sentences import (
+from megatron_seqpt.text.sentences import (
     SentenceSplitter,
     learn_splitters,
     survey_inputs,
 )
-from megatron_seqpt.errors import UserError
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
 
 DEFAULT_CHUNK_BYTES = 1 << 20

@@ -46,8 +46,8 @@ from megatron.core.datasets.utils import Split
 
 from megatron_seqpt.config.schema import DataConfig
 from megatron_seqpt.data.indexed_writer import token_count
-from megatron_seqpt.data.sampling import temperature_weights
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.sampling import temperature_weights
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 
 SampleKind = Literal["encoder", "t5"]

@@ -12,11 +12,11 @@ from megatron_seqpt.config.schema import ParallelConfig
 from megatron_seqpt.models.builder import build_model
 from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.recipes import extract
-from megatron_seqpt.recipes import warm_start as warm
 from megatron_seqpt.recipes.weights import save_weights
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.training import checkpoint as ckpt
+from megatron_seqpt.training import initialization
 
 
 def _build(config: RunConfig, vocab_size: int, precision: str):
@@ -37,7 +37,7 @@ def warm_start(encoder: Path, config_path: str, overrides: Sequence[str], output
     vocab = meta["model"]["vocab_size"]
     modules = _build(config, vocab, meta.get("precision", "fp32"))
     try:
-        count = warm.load_encoder(modules, source, config.model, vocab)
+        count = initialization.load_encoder(modules, source, config.model, vocab)
         log(f"took {count} tensors (embeddings and encoder) from {source}; decoder is new")
         return save_weights(modules, output, config, vocab, meta.get("precision", "fp32"))
     finally:

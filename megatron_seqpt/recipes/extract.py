@@ -14,8 +14,8 @@ import torch
 from megatron_seqpt.config import RunConfig
 from megatron_seqpt.config.schema import CheckpointConfig, FreezeConfig, InitConfig
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.recipes.weights import load_parts
 from megatron_seqpt.training import checkpoint as ckpt
+from megatron_seqpt.training.initialization import load_parts
 
 FROM_T5 = ("embedding.", "encoder.")
 Head = Literal["new", "from-t5"]

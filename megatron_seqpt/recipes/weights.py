@@ -1,4 +1,4 @@
-"""Weights-only checkpoints: taking part of a model from another checkpoint, and writing one.
+"""Weights-only checkpoints: what the conversions write.
 
 A weights-only checkpoint has the layout of a training checkpoint (``checkpoints/latest``,
 ``config.yaml``) but holds only the model, so ``seqpt pretrain`` can start from it with
@@ -15,24 +15,6 @@ from megatron.core import parallel_state
 
 from megatron_seqpt.config import RunConfig, dump
 from megatron_seqpt.training import checkpoint as ckpt
-
-
-def load_parts(modules: Iterable[torch.nn.Module], path: Path, prefixes: tuple[str, ...]) -> int:
-    """Load the tensors under these module paths from a checkpoint; others stay as they are.
-    Returns how many were loaded."""
-    loaded_count = 0
-    for module in modules:
-        template = {key: value for key, value in module.sharded_state_dict().items()
-                    if key.startswith(prefixes)}
-        if not template:
-            continue
-        loaded = ckpt.load(path, template)
-        missing = [key for key in template if key not in loaded]
-        if missing:
-            raise ckpt.CheckpointError(f"{path} lacks {', '.join(missing[:5])}")
-        module.load_state_dict(loaded, strict=False)
-        loaded_count += len(template)
-    return loaded_count
 
 
 def save_weights(modules: Iterable[torch.nn.Module], output: Path, config: RunConfig,

@@ -2,7 +2,7 @@
 
 Trained on the raw mixture, a vocabulary spends its pieces on the big languages and splits
 the small ones into characters. So the training sample is drawn per language with temperature
-sampling (``data/sampling.py``): a language with an estimated share p of the corpus' sentences
+sampling (``text/sampling.py``): a language with an estimated share p of the corpus' sentences
 gets a share proportional to p**alpha of the sample. Documents are drawn whole (repeated for
 small languages, thinned for big ones), split into sentences, and streamed to sentencepiece,
 which keeps at most ``max_sentences`` of them.
@@ -25,20 +25,20 @@ from typing import Iterable, Iterator, Literal, Mapping, Sequence
 import numpy as np
 import sentencepiece as spm
 
-from megatron_seqpt.data.corpus import (
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.corpus import (
     ByteProgress,
     ReadOptions,
     Record,
     Skips,
     read_records,
 )
-from megatron_seqpt.data.sampling import temperature_weights
-from megatron_seqpt.data.sentences import (
+from megatron_seqpt.text.sampling import temperature_weights
+from megatron_seqpt.text.sentences import (
     SentenceSplitter,
     learn_splitters,
     survey_inputs,
 )
-from megatron_seqpt.errors import UserError
 from megatron_seqpt.tokenizer import special_tokens as st
 
 # Sentences longer than this (bytes) are left out by sentencepiece; generous, because a

@@ -3,9 +3,7 @@ datasets, built once and cached), blended samples, per-rank streams."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch.distributed as dist
 from megatron.core import parallel_state
@@ -18,21 +16,10 @@ from megatron_seqpt.errors import UserError
 from megatron_seqpt.runtime.distributed import DistributedContext
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+from megatron_seqpt.training.workload import RunData
 
 
-@dataclass
-class TrainingData:
-    tokenizer: SentencePieceTokenizer
-    train: BatchStream
-    # A fresh stream over the validation samples (the same samples at every evaluation).
-    valid_stream: Optional[Callable[[], BatchStream]]
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
-
-
-def build_training_data(config: RunConfig, ctx: DistributedContext) -> TrainingData:
+def build_training_data(config: RunConfig, ctx: DistributedContext) -> RunData:
     data, train = config.data, config.train
     # The main rank builds (or finds) the prepared data; the others then find it cached.
     if ctx.is_main:
@@ -63,4 +50,4 @@ def build_training_data(config: RunConfig, ctx: DistributedContext) -> TrainingD
         valid = lambda: BatchStream(datasets.valid, train.micro_batch_size, rank, size)  # noqa: E731
     else:
         log(f"data.split '{data.split}' has no validation part: evaluation is skipped")
-    return TrainingData(tokenizer, stream, valid)
+    return RunData(tokenizer, stream, valid, train.eval_steps)

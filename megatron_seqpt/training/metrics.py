@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,3 +77,24 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+@dataclass
+class Window:
+    """Training steps since the last log line: their losses are averaged and their time
+    gives the throughput (training-step time only, not evaluation or checkpointing)."""
+
+    steps: int = 0
+    finite: int = 0
+    loss_sum: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, loss: float, seconds: float) -> None:
+        self.steps += 1
+        self.seconds += seconds
+        if math.isfinite(loss):
+            self.finite += 1
+            self.loss_sum += loss
+
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.finite

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 from functools import partial
+from typing import Optional
 
 import torch
 from megatron.core.distributed import (
@@ -34,6 +35,7 @@ from megatron.core.optimizer_param_scheduler import (
 )
 
 from megatron_seqpt.config.schema import OptimConfig, ParallelConfig
+from megatron_seqpt.training import freeze, optimizer_transfer
 from megatron_seqpt.training.freeze import FreezeSchedule, group_of
 
 # megatron-core matches a checkpoint's param groups to the live ones by these keys. Groups here
@@ -133,3 +135,24 @@ def build_optimization(modules: list[torch.nn.Module], optim: OptimConfig,
         override_opt_param_scheduler=True, use_checkpoint_opt_param_scheduler=False,
         freeze=freeze)
     return Optimization(chunks, optimizer, scheduler)
+
+
+def rebuild_for(trainable: dict[str, bool], previous: Optional[Optimization],
+                modules: list[torch.nn.Module], optim: OptimConfig, parallel: ParallelConfig,
+                bf16: bool, total_steps: int, on_gpu: bool,
+                freeze_schedule: FreezeSchedule) -> tuple[Optimization, dict[str, int]]:
+    """Freeze/unfreeze groups: (re)build DDP, optimizer and scheduler for the groups that
+    train, carrying over the state of those that trained before. Returns the new optimization
+    and the parameter count per group."""
+    if previous is not None:
+        # Collective: also a stage that trained nothing so far learns the step count.
+        states, step = optimizer_transfer.export_states(previous.optimizer)
+        previous.release()
+    counts = freeze.apply(modules, trainable)
+    opt = build_optimization(modules, optim, parallel, bf16, total_steps, on_gpu,
+                             freeze_schedule)
+    if previous is not None:
+        optimizer_transfer.import_states(opt.optimizer, states, step)
+    opt.scheduler.num_steps = previous.scheduler.num_steps if previous else 0
+    opt.scheduler.step(increment=0)
+    return opt, counts

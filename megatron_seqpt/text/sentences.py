@@ -30,8 +30,8 @@ from nltk.tokenize.punkt import (
     load_punkt_params,
 )
 
-from megatron_seqpt.data.corpus import ByteProgress, ReadOptions, Skips, read_records
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.corpus import ByteProgress, ReadOptions, Skips, read_records
 
 # Languages written without spaces between sentences (ISO 639-1 and -3 primary subtags).
 NO_SPACE_LANGUAGES = frozenset({"ja", "jpn", "zh", "zho", "cmn", "yue", "wuu", "th", "tha",

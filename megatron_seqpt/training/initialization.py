@@ -1,6 +1,9 @@
-"""Encoder first, then seq2seq: a T5 model whose embeddings and encoder come from a trained MLM
-encoder and whose decoder is new (the MLM head is left behind). The encoder and T5 share the
-encoder layer spec, so the tensors load under their own names."""
+"""Weights of a fresh run taken from another run's checkpoint: some module paths only (the
+encoder of an MLM run for a warm-started T5, a pre-trained body for a task model).
+
+Checkpoints hold megatron-core sharded tensors, so a part loads into any layout; names agree
+across model kinds because the MLM encoder and the T5 encoder share the encoder layer spec.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,31 @@ import torch
 
 from megatron_seqpt.config.schema import ModelConfig
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.recipes.weights import load_parts
 from megatron_seqpt.training import checkpoint as ckpt
 
+# What a T5 model takes from an MLM encoder: everything but the MLM head.
 FROM_ENCODER = ("embedding.", "encoder.")
 
 
-def check_compatible(path: Path, t5_model: ModelConfig, vocab_size: int) -> None:
+def load_parts(modules: Iterable[torch.nn.Module], path: Path, prefixes: tuple[str, ...]) -> int:
+    """Load the tensors under these module paths from a checkpoint; others stay as they are.
+    Returns how many were loaded."""
+    loaded_count = 0
+    for module in modules:
+        template = {key: value for key, value in module.sharded_state_dict().items()
+                    if key.startswith(prefixes)}
+        if not template:
+            continue
+        loaded = ckpt.load(path, template)
+        missing = [key for key in template if key not in loaded]
+        if missing:
+            raise ckpt.CheckpointError(f"{path} lacks {', '.join(missing[:5])}")
+        module.load_state_dict(loaded, strict=False)
+        loaded_count += len(template)
+    return loaded_count
+
+
+def check_encoder_fits(path: Path, t5_model: ModelConfig, vocab_size: int) -> None:
     """The encoder checkpoint must match the T5 encoder in every shape-deciding setting."""
     saved = ckpt.content_metadata(path)["model"]
     if saved["kind"] != "encoder":
@@ -37,6 +58,6 @@ def check_compatible(path: Path, t5_model: ModelConfig, vocab_size: int) -> None
 
 def load_encoder(modules: Iterable[torch.nn.Module], path: Path, t5_model: ModelConfig,
                  vocab_size: int) -> int:
-    """Load embeddings and encoder from the MLM encoder checkpoint into the T5 modules."""
-    check_compatible(path, t5_model, vocab_size)
+    """Embeddings and encoder of the MLM encoder checkpoint into T5 modules (warm start)."""
+    check_encoder_fits(path, t5_model, vocab_size)
     return load_parts(modules, path, FROM_ENCODER)
