@@ -32,6 +32,12 @@ setup(
         "tensorboard>=2.14",
         # The demo's loss curves.
         "matplotlib>=3.7",
+        # Task metrics: accuracy and macro-F1, span F1 of BIO tags, chrF and BLEU.
+        "scikit-learn>=1.3",
+        "seqeval>=1.2",
+        "sacrebleu>=2.3",
+        # Piece offsets from sentencepiece (word/label alignment for tagging).
+        "protobuf>=3.20",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3"],

@@ -27,6 +27,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "compute accounting: FLOPs per component, per run, and the recipe's saving"),
     "pretrain": ("megatron_seqpt.commands.pretrain_cmd",
                  "train the MLM encoder or the T5 model of a config (model.kind), resumable"),
+    "finetune": ("megatron_seqpt.commands.finetune_cmd",
+                 "fine-tune a pre-trained run on a classification, tagging or seq2seq task "
+                 "(or probe it with the encoder frozen), resumable"),
+    "evaluate": ("megatron_seqpt.commands.evaluate_cmd",
+                 "score a fine-tuned run against the majority / copy-the-source baseline "
+                 "(eval.json)"),
+    "generate": ("megatron_seqpt.commands.generate_cmd",
+                 "generate text with a T5 run: greedy or beam search, with a key/value cache"),
+    "reproduce": ("megatron_seqpt.commands.reproduce_cmd",
+                  "the paper's grid: every recipe row pre-trained, fine-tuned and probed over "
+                  "seeds, with a report of the measured findings"),
 }
 
 

@@ -12,6 +12,7 @@ from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
 from megatron_seqpt.runtime.local_ranks import run_ranks
+from tests.tolerance import assert_close_to_scale
 
 NO_DROPOUT = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.eval_interval=1000"]
 TP2 = ["parallel.tensor_model_parallel_size=2"]
@@ -118,8 +119,7 @@ def test_layout_matches_single_process(kind, layout, reference, load_full, cache
     grads = load_full(tmp_path / "grads")
     assert grads.keys() == ref_grads.keys()
     for key, value in grads.items():
-        torch.testing.assert_close(value, ref_grads[key], rtol=1e-4, atol=1e-6,
-                                   msg=lambda m: f"{key}: {m}")
+        assert_close_to_scale(value, ref_grads[key], key)
 
 
 def _train(kind, overrides, cache_dir, run_dir):

@@ -113,9 +113,9 @@ def test_encoder_mlm_loss_variant_learns(single_process, cache_dir, tmp_path):
     assert any(n.startswith("encoder_mlm_head.") for n in names)
 
 
-def test_demo_runs_every_stage_and_reports(tmp_path):
+def test_demo_runs_every_stage_and_reports(single_process, tmp_path):
     report = run_demo(tmp_path, DemoSettings(encoder_steps=6, seq2seq_steps=6, hidden_size=64,
-                                             layers=1))
+                                             layers=1, finetune_steps=3))
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["compute_saving"] == pytest.approx(report["compute_saving"])
     assert set(on_disk["stages"]) == {"encoder", "t5_warm", "t5_scratch"}
@@ -125,4 +125,11 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     assert 0 < warm["flops"] < scratch["flops"]
     assert on_disk["compute_saving"] == pytest.approx(on_disk["compute_saving_predicted"])
     assert (tmp_path / "loss_curves.png").stat().st_size > 10_000
-    assert "less" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "less" in markdown and "## Downstream" in markdown
+    # Every pre-trained model scored on its task, next to the task's baseline.
+    assert set(on_disk["downstream"]) == {"encoder", "t5_warm", "t5_scratch"}
+    assert on_disk["downstream"]["encoder"]["task"] == "topic"
+    assert "accuracy" in on_disk["downstream"]["encoder"]["metrics"]
+    assert on_disk["downstream"]["t5_warm"]["baseline"]["name"] == "copy the source"
+    assert "pair_saving_to_target" in on_disk["compute_to_target"]

@@ -31,8 +31,13 @@ def run(args: argparse.Namespace) -> int:
         args.encoder_steps, args.seq2seq_steps, args.hidden_size, args.layers,
         args.unfreeze_fraction, args.overrides))
     if report:
+        from megatron_seqpt.recipes.report import less_or_more
+
         loss = report["seq2seq_valid_loss"]
-        print(f"\ncompute for both models: {report['compute_saving']:.1%} less with the warm "
-              f"start; T5 validation loss {loss['warm_start']:.3f} (warm start) vs "
+        target = report["compute_to_target"]["pair_saving_to_target"]
+        print(f"\ncompute for both models: {less_or_more(report['compute_saving'])} with the "
+              f"warm start after equal steps; to the from-scratch T5's final loss: "
+              + (f"{less_or_more(target)}" if target is not None else "not reached")
+              + f"; T5 validation loss {loss['warm_start']:.3f} (warm start) vs "
               f"{loss['scratch']:.3f} (scratch); report: {args.output_dir / 'report.md'}")
     return 0

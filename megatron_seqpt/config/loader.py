@@ -159,14 +159,26 @@ def build(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "",
         raise ConfigError(f"expected a mapping of keys to values, got {data!r}",
                           key=prefix.rstrip(".") or None, source=source)
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in data.items():
-        if name not in hints or name not in names:
-            raise ConfigError(f"unknown key; {_suggest(str(name), names, prefix)}",
+        if name not in hints or name not in fields:
+            raise ConfigError(f"unknown key; {_suggest(str(name), list(fields), prefix)}",
                               key=f"{prefix}{name}", source=source)
-        kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}", source)
+        kwargs[name] = _coerce(_over_default(fields[name], value), hints[name],
+                               f"{prefix}{name}", source)
     return cls(**kwargs)
+
+
+def _over_default(field: dataclasses.Field, value: Any) -> Any:
+    """A section given in part keeps the other settings of the section's default (which a
+    config class may set apart from the section class's own defaults)."""
+    if not isinstance(value, Mapping) or field.default_factory is dataclasses.MISSING:
+        return value
+    default = field.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return merge(dataclasses.asdict(default), value)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, root_cls: type, source: str) -> None:
@@ -211,8 +223,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Load ``cls`` from an optional YAML file, apply overrides, build and validate."""
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
+    """``base`` with ``over`` on top, section by section (nested mappings merge, values replace)."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_tree(cls: type, path: str | Path | None = None, overrides: Sequence[str] = (),
+              base: Mapping[str, Any] | None = None) -> tuple[dict, str | None, dict[str, str]]:
+    """The settings tree of a YAML file (over ``base``) with the overrides applied, unbuilt:
+    (tree, file name, override text by key). Every override key is checked against ``cls``."""
     tree: dict = {}
     source = None
     if path is not None:
@@ -230,11 +255,23 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] 
                               f"({', '.join(f.name for f in dataclasses.fields(cls))})",
                               source=source)
         tree = loaded or {}
+    tree = merge(base or {}, tree)
     given = {}
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value, cls, source=f"command-line override '{text}'")
         given[key] = text
+    return tree, source, given
+
+
+def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
+         base: Mapping[str, Any] | None = None) -> T:
+    """Load ``cls`` from an optional YAML file, apply overrides, build and validate.
+
+    ``base`` holds values under the file's (settings a caller derives, such as the model shape
+    of the run a fine-tuning starts from): the file and the overrides win over it.
+    """
+    tree, source, given = read_tree(cls, path, overrides, base)
     try:
         config = build(cls, tree, source=source)
     except ConfigError as err:

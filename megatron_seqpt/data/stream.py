@@ -13,7 +13,7 @@ samples the run needs and it never wraps during training; validation streams res
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -53,7 +53,8 @@ class BatchStream:
     """Micro-batches for one data-parallel rank; ``state_dict`` holds the exact position."""
 
     def __init__(self, dataset: torch.utils.data.Dataset, micro_batch_size: int,
-                 dp_rank: int = 0, dp_size: int = 1, num_workers: int = 0) -> None:
+                 dp_rank: int = 0, dp_size: int = 1, num_workers: int = 0,
+                 collate_fn: Callable[[list[dict]], dict[str, torch.Tensor]] = collate) -> None:
         if len(dataset) == 0:
             raise ValueError("cannot stream an empty dataset")
         if micro_batch_size < 1 or not 0 <= dp_rank < dp_size:
@@ -64,6 +65,7 @@ class BatchStream:
         self.dp_rank = dp_rank
         self.dp_size = dp_size
         self.num_workers = num_workers
+        self.collate_fn = collate_fn
         self.consumed_samples = 0
         self._batches: Optional[Iterator[dict[str, torch.Tensor]]] = None
 
@@ -96,7 +98,7 @@ class BatchStream:
         # A generator of its own: starting an iterator draws a seed from it, and drawing from
         # the global generator would shift the dropout masks of a resumed run.
         return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=sampler, collate_fn=collate,
+            self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn,
             num_workers=self.num_workers, persistent_workers=False,
             prefetch_factor=2 if self.num_workers else None,
             generator=torch.Generator().manual_seed(0))

@@ -185,6 +185,12 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
         built = t5_class(config=decoder_config, encoder_config=encoder_config,
                         transformer_encoder_layer_spec=encoder_block,
                         transformer_decoder_layer_spec=decoder_block, **common)
+    return place(built, encoder_config, precision, backend)
+
+
+def place(built: torch.nn.Module, config: TransformerConfig, precision: Precision,
+          backend: Backend) -> torch.nn.Module:
+    """A built model on the current device, in megatron-core's Float16Module for bf16."""
     built.model_type = ModelType.encoder_or_decoder
     if backend.cuda:
         built.cuda(torch.cuda.current_device())
@@ -192,7 +198,7 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
         # megatron-core's half-precision wrapper: every parameter (also of layers that are
         # plain torch modules, like the MLM head's dense) in bf16, inputs cast on the first
         # pipeline stage and outputs back to fp32 on the last.
-        built = Float16Module(encoder_config, built)
+        built = Float16Module(config, built)
     return built
 
 

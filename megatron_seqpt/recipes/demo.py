@@ -1,28 +1,37 @@
 """The main job: the encoder-first recipe end to end on the built-in corpus, next to its
-baseline, small enough for a laptop CPU.
+baseline, scored downstream, small enough for a laptop CPU.
 
-Stages (each a normal run directory under the output directory):
+Stages (each a normal run directory under the output directory; complete ones are skipped
+when the demo is run again):
   data        tokenizer and per-language indexed datasets of the default corpus
   encoder     MLM encoder from scratch
   t5_warm     T5 warm-started from the encoder, embeddings and encoder frozen for the first
               part of the run, then unfrozen
   t5_scratch  T5 from scratch with the same step budget (the baseline)
+  finetune/   the encoder fine-tuned on the built-in classification task, both T5 models on
+              the built-in seq2seq task, each scored on the task's test split
 then report.json, report.md and loss_curves.png.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from megatron_seqpt.config import RunConfig, load_run_config
 from megatron_seqpt.data.prepare import prepare
+from megatron_seqpt.recipes import accounting
 from megatron_seqpt.recipes.report import StageResult, write_report
-from megatron_seqpt.runtime import distributed
+from megatron_seqpt.recipes.stages import FinetuneStage, PretrainStage, run_stages
+from megatron_seqpt.runtime import launch_env
 from megatron_seqpt.runtime.log import log
-from megatron_seqpt.training.loop import Trainer
+
+PRETRAINING = ("encoder", "t5_warm", "t5_scratch")
+# The built-in task each pre-trained model is scored on.
+DOWNSTREAM = {"encoder": "topic", "t5_warm": "restore", "t5_scratch": "restore"}
 
 
 @dataclass
@@ -34,8 +43,11 @@ class DemoSettings:
     hidden_size: int = 256
     layers: int = 3
     unfreeze_fraction: float = 0.5
-    # Applied to every stage's config, e.g. "train.global_batch_size=32".
+    # Applied to every pre-training stage's config, e.g. "train.global_batch_size=32".
     overrides: Sequence[str] = field(default_factory=list)
+    # Fine-tuning length: epochs over the task's training data, or steps when given.
+    finetune_epochs: float = 2.0
+    finetune_steps: Optional[int] = None
 
 
 def _config(settings: DemoSettings, output: Path, stage: str) -> RunConfig:
@@ -63,33 +75,39 @@ def _config(settings: DemoSettings, output: Path, stage: str) -> RunConfig:
     return load_run_config(None, [*shape, *per_stage, *settings.overrides])
 
 
+def _finetune(settings: DemoSettings, stage: str) -> FinetuneStage:
+    length = [f"task.epochs={settings.finetune_epochs}"] if settings.finetune_steps is None \
+        else ["task.epochs=null", f"train.steps={settings.finetune_steps}"]
+    return FinetuneStage(f"finetune/{stage}_{DOWNSTREAM[stage]}", stage, DOWNSTREAM[stage],
+                         seed=1, overrides=(*length, "optim.lr=5e-4", "optim.warmup_steps=10",
+                                            "logging.log_interval=50",
+                                            "task.generation.max_new_tokens=40"))
+
+
 def run_demo(output: Path, settings: DemoSettings) -> dict:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    stages = ("encoder", "t5_warm", "t5_scratch")
-    configs = {stage: _config(settings, output, stage) for stage in stages}
-    first = configs["encoder"]
-    ctx = distributed.initialize(first.parallel, first.model, first.train.seed)
-    try:
-        log("demo stage 1/4: tokenizer and indexed datasets of the built-in corpus")
-        data_started = time.perf_counter()
-        if ctx.is_main:
-            prepare(first.data)
-        data_seconds = time.perf_counter() - data_started
-        results = []
-        for number, stage in enumerate(stages, start=2):
-            log(f"demo stage {number}/4: {stage} ({configs[stage].train.steps} steps)")
-            stage_started = time.perf_counter()
-            trainer = Trainer(configs[stage], output / stage, ctx)
-            outcome = trainer.run()
-            if outcome.status != "completed":
-                raise RuntimeError(f"stage {stage} ended {outcome.status}")
-            results.append(StageResult.from_run(stage, output / stage, trainer,
-                                                time.perf_counter() - stage_started))
-        if ctx.is_main:
-            return write_report(output, results, data_seconds,
-                                time.perf_counter() - started, configs)
+    configs = {stage: _config(settings, output, stage) for stage in PRETRAINING}
+    log("demo: tokenizer and indexed datasets of the built-in corpus")
+    data_started = time.perf_counter()
+    prepare(configs["encoder"].data)
+    data_seconds = time.perf_counter() - data_started
+    stages = [PretrainStage(stage, configs[stage]) for stage in PRETRAINING]
+    stages += [_finetune(settings, stage) for stage in PRETRAINING]
+    weights = {stage: accounting.run_cost(configs[stage]).total for stage in PRETRAINING}
+    weights.update({s.name: 0.2 * weights["encoder"] for s in stages[len(PRETRAINING):]})
+    walls: dict[str, float] = {}
+    run_stages(output, stages, weights, lambda stage, _, seconds: walls.update(
+        {stage.name: seconds}))
+    if launch_env.detect().rank != 0:
         return {}
-    finally:
-        distributed.shutdown()
+    results = [StageResult.from_run(stage, output / stage, walls.get(stage))
+               for stage in PRETRAINING]
+    downstream = {}
+    for stage in stages[len(PRETRAINING):]:
+        scored = json.loads((output / stage.name / "eval.json").read_text())
+        downstream[stage.init] = {"task": stage.task, "metrics": scored["metrics"],
+                                  "baseline": scored["baseline"]}
+    return write_report(output, results, downstream, data_seconds,
+                        time.perf_counter() - started, configs)

@@ -20,6 +20,7 @@ from typing import Iterable, Union
 import numpy as np
 import sentencepiece as spm
 from megatron.core.tokenizers.base_tokenizer import MegatronTokenizerBase
+from sentencepiece import sentencepiece_pb2
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.tokenizer import special_tokens as st
@@ -106,6 +107,27 @@ class SentencePieceTokenizer(MegatronTokenizerBase):
 
     def detokenize(self, ids: Iterable[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
+
+    def encode_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        """``(id, begin, end)`` per piece of ``tokenize(text)``: the characters of ``text`` it
+        stands for, so that labels of words can be put on their pieces.
+
+        Sentencepiece reports UTF-8 byte offsets; these are character offsets. A piece that
+        starts with ``▁`` covers the whitespace it stands for (none at the start of the text).
+        The byte-fallback pieces of one character all get that character's span (sentencepiece
+        gives it to the last byte only and an empty span at the character to the others).
+        """
+        spans = sentencepiece_pb2.SentencePieceText.FromString(
+            self._sp.encode(text, out_type="serialized_proto"))
+        # The character each UTF-8 byte offset falls in, and the end.
+        char_at = [i for i, char in enumerate(text) for _ in char.encode("utf-8")] + [len(text)]
+        pieces = []
+        for piece in spans.pieces:
+            begin, end = char_at[piece.begin], char_at[piece.end]
+            if self._sp.is_byte(piece.id):
+                end = max(end, begin + 1)
+            pieces.append((piece.id, begin, end))
+        return pieces
 
     def apply_chat_template(self, *args, **kwargs):
         raise NotImplementedError("pre-training tokenizers have no chat template")

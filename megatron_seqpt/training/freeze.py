@@ -2,10 +2,10 @@
 
 Groups are module paths: ``embeddings`` (word and position embeddings, and the vocabulary
 projections tied to them with their biases: megatron-core treats a projection whose weight is
-frozen as frozen, bias included), ``encoder``, ``decoder``, ``heads`` (the MLM heads). Each
-has a schedule from ``freeze.<group>``: trainable from the start, frozen for the whole run, or
-frozen until a step (or a fraction of ``train.steps``), then trainable with its own LR multiplier
-and a linear warm-up from 0 over ``warmup_steps``.
+frozen as frozen, bias included), ``encoder``, ``decoder``, ``heads`` (the MLM and task
+heads). Each has a schedule from ``freeze.<group>``: trainable from the start, frozen for the
+whole run, or frozen until a step (or a fraction of ``train.steps``), then trainable with its
+own LR multiplier and a linear warm-up from 0 over ``warmup_steps``.
 
 A frozen group has ``requires_grad=False``: megatron-core's DDP and optimizer leave it out (no
 gradient buffer, no optimizer state), and the T5 encoder runs under no_grad while it and the
@@ -27,7 +27,7 @@ GROUP_PREFIXES = {
     "embeddings": ("embedding",),
     "encoder": ("encoder",),
     "decoder": ("decoder",),
-    "heads": ("lm_head", "encoder_mlm_head", "binary_head", "pooler"),
+    "heads": ("lm_head", "encoder_mlm_head", "binary_head", "pooler", "task_head"),
 }
 # The vocabulary projections (weight tied to the word embeddings) belong to the embeddings.
 TIED_PROJECTIONS = ("output_layer.", "lm_head.output_layer.", "encoder_mlm_output.")

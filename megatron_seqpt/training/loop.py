@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import torch
+import torch.distributed as dist
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_seqpt.config import RunConfig, dump
@@ -153,10 +155,18 @@ class Trainer:
             self.freeze)
         self.optimizer_format = optimizer_state.checkpoint_format(self.opt.optimizer)
         self.trainable = dict(trainable)
+        self.groups_present = self._groups_anywhere(counts)
         log(f"trainable groups at step {self.state.step}: "
             + ", ".join(f"{g} ({counts[g]:,} parameters)" for g in counts if trainable[g])
             + (f"; frozen: {', '.join(g for g in counts if not trainable[g])}"
                if not all(trainable[g] for g in counts) else ""))
+
+    def _groups_anywhere(self, counts: dict[str, int]) -> tuple[str, ...]:
+        """Groups with parameters on any rank (pipeline stages hold different ones)."""
+        groups = list(freeze.GROUP_PREFIXES)
+        present = torch.tensor([float(counts.get(g, 0)) for g in groups], device=self.device)
+        dist.all_reduce(present)
+        return tuple(g for g, n in zip(groups, present.tolist()) if n > 0)
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -229,7 +239,7 @@ class Trainer:
             record["event"] = "trainable groups changed"
         started = time.perf_counter()
         losses = self.forward_backward()
-        loss = record["loss"] = losses["lm loss"]
+        loss = record["loss"] = losses[self.workload.loss_keys[0]]
         if "encoder mlm loss" in losses:
             record["encoder_mlm_loss"] = losses["encoder mlm loss"]
         if math.isfinite(loss):
@@ -246,7 +256,8 @@ class Trainer:
         self.state.consumed_samples += self.config.train.global_batch_size
         self.state.flops += step_flops
         self.state.train_seconds += time.perf_counter() - started
-        record.update(trainable=freeze.trainable_names(self.trainable), flops=step_flops,
+        record.update(trainable=freeze.trainable_names(self.trainable, self.groups_present),
+                      flops=step_flops,
                       total_flops=self.state.flops)
         return record
 
@@ -303,7 +314,9 @@ class Trainer:
         if self.ctx.is_main:
             # Read by job scripts: "preempted" means requeue and resume.
             (self.run_dir / "result.json").write_text(json.dumps(
-                {**dataclasses.asdict(result), "checkpoint": str(last_saved)}, indent=1) + "\n")
+                {**dataclasses.asdict(result), "checkpoint": str(last_saved),
+                 "flops": self.state.flops, "train_seconds": self.state.train_seconds,
+                 "consumed_tokens": self.consumed_tokens()}, indent=1) + "\n")
         return result
 
     def _evaluate_and_log(self) -> Optional[float]:

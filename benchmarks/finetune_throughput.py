@@ -1,0 +1,340 @@
+"""Fine-tuning step time of the project against Hugging Face transformers.
+
+The built-in tasks ``topic`` (classification) and ``punct`` (tagging), fine-tuned from random
+weights (no pre-trained run; the built-in corpus's tokenizer). The project side is its real
+training step: the Trainer with the FinetuneWorkload (data stream, megatron-core schedule, DDP
+buffers, optimizer, scheduler and a metrics line per step). The peers are
+``BertFor{Sequence,Token}Classification`` and ``MegatronBertFor{Sequence,Token}Classification``
+(pre-LayerNorm layers, the project encoder's layout) of the same shape (hidden, layers, heads,
+FFN, vocabulary, positions, labels, dropouts), built from configs (no download): forward,
+backward, clipping and AdamW (no weight decay on biases and norms) per global batch, with the
+same micro-batch accumulation. Classification heads differ a little: the project pools the mean
+of the tokens (its default), BertForSequenceClassification the first token.
+
+Both sides train on the same micro-batches: they are read from the project's stream ahead of
+time (the stream is then put back, so the project consumes exactly them, collating them again
+as it trains), saved, and the peers get those tensors (labels at ignored positions as -100).
+The peers run in a process of their own that imports neither this project nor its CPU layer
+(the layer keeps a function mode around every torch call of its process) with the same number
+of torch threads; rounds alternate between the processes, each round on the next steps'
+batches for every side; medians of the rounds are printed, the range in brackets, and the
+ratio peer step time / project step time (goal: at least 1, the project at least as fast), of
+the medians and per round (a round's sides run back to back: steadier on a busy machine).
+The phases: fwd+bwd (the project's schedule over the micro-batches, gradient buffers zeroed),
+optimizer (clipping and AdamW; the project's includes its grad copies) and the rest (the
+project's scheduler, FLOP count and metrics line).
+
+    pip install -e ".[bench]"   # transformers, only for this benchmark
+    python benchmarks/finetune_throughput.py [--task topic punct] [--hidden 256 --layers 4 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+GOAL = 1.0
+PEERS = {"classification": ("BertForSequenceClassification",
+                            "MegatronBertForSequenceClassification"),
+         "tagging": ("BertForTokenClassification", "MegatronBertForTokenClassification")}
+PROJECT = "megatron_seqpt"
+PHASES = ("fwd+bwd", "optimizer")
+
+
+# ---- the project side ----
+
+def built_in_tokenizer(cache_dir: Path) -> str:
+    """The built-in corpus's sentencepiece model (trained on the first call)."""
+    from megatron_seqpt.config.schema import DataConfig
+    from megatron_seqpt.data.prepare import prepare
+
+    return str(prepare(DataConfig(cache_dir=str(cache_dir)), progress=False).tokenizer_model)
+
+
+def project_trainer(args, task: str, tokenizer_model: str, tmp: Path):
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.tasks.resolve import resolve_config
+    from megatron_seqpt.tasks.workload import FinetuneWorkload
+    from megatron_seqpt.training.loop import Trainer
+
+    config, pretrained = resolve_config(None, [
+        f"task.builtin={task}", "task.epochs=null",
+        f"train.steps={args.warmup + args.rounds * args.steps}",
+        f"train.global_batch_size={args.global_batch}",
+        f"train.micro_batch_size={args.micro_batch}", "logging.log_interval=1",
+        "model.kind=encoder", f"model.hidden_size={args.hidden}",
+        f"model.encoder.num_layers={args.layers}",
+        f"model.encoder.num_attention_heads={args.heads}",
+        f"model.encoder.ffn_hidden_size={args.ffn}", f"data.seq_length={args.seq}",
+        f"data.tokenizer_model={tokenizer_model}", f"data.cache_dir={tmp / 'cache'}"])
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    return Trainer(config, tmp / task, ctx, workload=FinetuneWorkload(config, pretrained))
+
+
+def record_batches(stream, count: int) -> list[dict[str, torch.Tensor]]:
+    """The stream's next ``count`` micro-batches; the stream is put back where it was."""
+    position = stream.state_dict()
+    batches = [next(stream) for _ in range(count)]
+    stream.load_state_dict(position)
+    return batches
+
+
+def peer_batches(batches: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """The micro-batches in Hugging Face's argument names, -100 where no loss is taken."""
+    return [dict(input_ids=b["text"], attention_mask=b["padding_mask"],
+                 labels=torch.where(b["loss_mask"].bool(), b["labels"], -100))
+            for b in batches]
+
+
+class PhaseClock:
+    """Seconds spent in the wrapped calls, by phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, phase: str, call: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - started
+
+        return timed
+
+    def take(self) -> dict[str, float]:
+        seconds = dict(self.seconds)
+        self.seconds.clear()
+        return seconds
+
+
+def clocked(trainer) -> PhaseClock:
+    """A clock on the trainer's schedule and optimizer step (it calls both by attribute)."""
+    clock = PhaseClock()
+    trainer.forward_backward = clock.wrap("fwd+bwd", trainer.forward_backward)
+    trainer.opt.optimizer.step = clock.wrap("optimizer", trainer.opt.optimizer.step)
+    return clock
+
+
+def time_project(trainer, clock: PhaseClock, steps: int) -> dict[str, float]:
+    """Seconds of ``steps`` training steps, each logged, and of its phases."""
+    from megatron_seqpt.training.metrics import Window
+
+    started = time.perf_counter()
+    for _ in range(steps):
+        window = Window()
+        step_started = time.perf_counter()
+        record = trainer.train_step()
+        window.add(record["loss"], time.perf_counter() - step_started)
+        trainer.log_train(record, window)
+    return {"total": time.perf_counter() - started, **clock.take()}
+
+
+# ---- the Hugging Face side: its own process, no project imports ----
+
+def hf_models(shape: dict) -> dict[str, torch.nn.Module]:
+    import transformers
+
+    common = dict(vocab_size=shape["vocab"], hidden_size=shape["hidden"],
+                  num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+                  intermediate_size=shape["ffn"], max_position_embeddings=shape["positions"],
+                  num_labels=shape["labels"], hidden_dropout_prob=shape["hidden_dropout"],
+                  attention_probs_dropout_prob=shape["attention_dropout"],
+                  classifier_dropout=shape["head_dropout"], hidden_act="gelu",
+                  type_vocab_size=1, pad_token_id=0)
+    bert, megatron_bert = PEERS[shape["kind"]]
+    return {bert: getattr(transformers, bert)(transformers.BertConfig(**common)),
+            megatron_bert: getattr(transformers, megatron_bert)(
+                transformers.MegatronBertConfig(**common))}
+
+
+def hf_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim > 1], "weight_decay": optim["weight_decay"]},
+         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+        lr=optim["lr"], betas=optim["betas"], eps=optim["eps"])
+
+
+def hf_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list[dict],
+             micro: int, first_step: int, steps: int, clip: float) -> dict[str, float]:
+    """Seconds of ``steps`` steps from ``first_step`` on, and of their phases."""
+    phases = dict.fromkeys(PHASES, 0.0)
+    model.train()
+    started = time.perf_counter()
+    for step in range(first_step, first_step + steps):
+        phase_started = time.perf_counter()
+        for batch in batches[step * micro:(step + 1) * micro]:
+            (model(**batch).loss / micro).backward()
+        optimizer_started = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        phases["fwd+bwd"] += optimizer_started - phase_started
+        phases["optimizer"] += time.perf_counter() - optimizer_started
+    return {"total": time.perf_counter() - started, **phases}
+
+
+def hf_peer() -> None:
+    """Reads a set-up line (shape, optimizer, batch file), then one request per line; answers
+    seconds."""
+    import transformers
+
+    assert not [name for name in sys.modules if name.startswith("megatron")]
+    setup = json.loads(sys.stdin.readline())
+    torch.set_num_threads(setup["threads"])
+    torch.manual_seed(0)
+    models = hf_models(setup["shape"])
+    optimizers = {name: hf_optimizer(model, setup["optim"]) for name, model in models.items()}
+    batches = torch.load(setup["batches"])
+    attention = {name: model.config._attn_implementation for name, model in models.items()}
+    print(json.dumps({"transformers": transformers.__version__, "attention": attention}),
+          flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        name = request["model"]
+        print(json.dumps(hf_steps(models[name], optimizers[name], batches, setup["micro"],
+                                  request["first_step"], request["steps"],
+                                  setup["optim"]["clip"])), flush=True)
+
+
+class Peer:
+    def __init__(self, setup: dict):
+        self.process = subprocess.Popen([sys.executable, __file__, "--peer"], text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.info = self._ask(setup)
+
+    def _ask(self, message: dict) -> dict:
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def time(self, model: str, first_step: int, steps: int) -> dict[str, float]:
+        return self._ask({"model": model, "first_step": first_step, "steps": steps})
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+# ---- the benchmark ----
+
+def peer_setup(trainer, args, batch_file: Path) -> dict:
+    config, workload = trainer.config, trainer.workload
+    optim = config.optim
+    return {"shape": {"kind": workload.kind, "vocab": trainer.vocab_size, "hidden": args.hidden,
+                      "layers": args.layers, "heads": args.heads, "ffn": args.ffn,
+                      "positions": config.model.max_position_embeddings,
+                      "labels": len(workload.labels),
+                      "hidden_dropout": config.model.hidden_dropout,
+                      "attention_dropout": config.model.attention_dropout,
+                      "head_dropout": config.task.head_dropout},
+            "optim": {"lr": optim.lr, "betas": [optim.adam_beta1, optim.adam_beta2],
+                      "eps": optim.adam_eps, "weight_decay": optim.weight_decay,
+                      "clip": optim.clip_grad},
+            "micro": trainer.num_microbatches, "batches": str(batch_file),
+            "threads": torch.get_num_threads()}
+
+
+def bench_task(args, task: str, tokenizer_model: str, tmp: Path) -> None:
+    from megatron_seqpt.runtime import distributed
+
+    trainer = project_trainer(args, task, tokenizer_model, tmp)
+    micro = trainer.num_microbatches
+    batches = record_batches(trainer.data.train,
+                             (args.warmup + args.rounds * args.steps) * micro)
+    batch_file = tmp / f"{task}-batches.pt"
+    torch.save(peer_batches(batches), batch_file)
+    peer = Peer(peer_setup(trainer, args, batch_file))
+    peers = PEERS[trainer.workload.kind]
+    clock = clocked(trainer)
+    time_project(trainer, clock, args.warmup)
+    for name in peers:
+        peer.time(name, 0, args.warmup)
+    times: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for round_ in range(args.rounds):
+        first = args.warmup + round_ * args.steps
+        times[PROJECT].append(time_project(trainer, clock, args.steps))
+        for name in peers:
+            times[name].append(peer.time(name, first, args.steps))
+    peer.close()
+    report(args, task, trainer, batches, times, peer.info)
+    trainer.metrics.close()
+    distributed.shutdown()
+
+
+def report(args, task: str, trainer, batches: list[dict], times: dict, info: dict) -> None:
+    lengths = [b["text"].shape[1] for b in batches]
+    tokens = sum(int(b["padding_mask"].sum()) for b in batches) / sum(b["text"].numel()
+                                                                      for b in batches)
+    print(f"\n{task} ({trainer.workload.kind}, {len(trainer.workload.labels)} labels): "
+          f"h{args.hidden} L{args.layers} heads {args.heads} ffn {args.ffn} vocab "
+          f"{trainer.vocab_size} positions {trainer.config.model.max_position_embeddings}; "
+          f"batch {args.global_batch} ({trainer.num_microbatches} x {args.micro_batch}) padded "
+          f"to {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}, "
+          f"{tokens:.0%} real); fp32, {torch.get_num_threads()} threads; {args.rounds} rounds "
+          f"of {args.steps} steps after {args.warmup} warm-up")
+    print(f"{PROJECT}: {trainer.impl.describe()}; transformers {info['transformers']}, "
+          f"attention: {', '.join(f'{k} {v}' for k, v in info['attention'].items())}")
+    print(f"{'':40s}{'ms/step (range)':>24s}{'examples/s':>12s}"
+          + "".join(f"{phase + ' ms':>14s}" for phase in (*PHASES, "rest")))
+    median_ms = {}
+    for name, rounds in times.items():
+        ms = sorted(r["total"] / args.steps * 1e3 for r in rounds)
+        median_ms[name] = statistics.median(ms)
+        phases = {phase: statistics.median(r[phase] for r in rounds) / args.steps * 1e3
+                  for phase in PHASES}
+        phases["rest"] = median_ms[name] - sum(phases.values())
+        label = name if name == PROJECT else f"HF {name}"
+        spread = f"{median_ms[name]:.1f} ({ms[0]:.1f}-{ms[-1]:.1f})"
+        print(f"{label:40s}{spread:>24s}{args.global_batch / median_ms[name] * 1e3:12.1f}"
+              + "".join(f"{phases[phase]:14.1f}" for phase in phases))
+    ratios = {name: ms / median_ms[PROJECT] for name, ms in median_ms.items() if name != PROJECT}
+    bert = PEERS[trainer.workload.kind][0]
+    for name, ratio in ratios.items():
+        paired = sorted(peer["total"] / ours["total"]
+                        for peer, ours in zip(times[name], times[PROJECT]))
+        print(f"  ratio vs {name} (its ms/step / the project's): {ratio:.2f}x; per round "
+              f"{statistics.median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f})")
+    print(f"  goal >= {GOAL}x vs {bert}: {'met' if ratios[bert] >= GOAL else 'not met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", nargs="+", default=["topic", "punct"],
+                        choices=["topic", "punct"])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--ffn", type=int, default=1024)
+    parser.add_argument("--seq", type=int, default=128, help="data.seq_length")
+    parser.add_argument("--global-batch", type=int, default=32)
+    parser.add_argument("--micro-batch", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=10, help="warm-up steps per side")
+    parser.add_argument("--steps", type=int, default=20, help="steps per round and side")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads, the same in both processes")
+    parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer:
+        return hf_peer()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
+        tokenizer_model = built_in_tokenizer(Path(tmp) / "cache")
+        for task in args.task:
+            bench_task(args, task, tokenizer_model, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

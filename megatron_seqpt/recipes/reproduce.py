@@ -1,0 +1,70 @@
+"""``seqpt reproduce``: run (or continue) the reproduction grid (``reproduce_grid.py``) on the
+built-in corpus and tasks, or a user's corpus as config overrides, then write its report. A stage
+whose run directory is complete is skipped, so an interrupted reproduction continues where it
+stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.recipes.reproduce_grid import (
+    DEFAULT_SCALE,
+    DEFAULT_TASKS,
+    SCALES,
+    equal_compute_step,
+    grid,
+    is_equal_compute,
+    stage_weights,
+)
+from megatron_seqpt.recipes.reproduce_report import write_report
+from megatron_seqpt.recipes.stages import Stage, run_stages
+from megatron_seqpt.runtime.log import log
+
+
+def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int = 3,
+                     overrides: Sequence[str] = (), only: Sequence[str] = (),
+                     tasks: Optional[dict[str, str]] = None) -> Optional[dict]:
+    """Run (or continue) the grid under ``output`` and write its report; ``only``: run just
+    these stages (those they need must be complete), no report. ``overrides`` apply to every
+    pre-training stage (e.g. ``data.corpus=[...]``); ``tasks`` replace built-in tasks by kind."""
+    if scale_name not in SCALES:
+        raise UserError(f"unknown --scale {scale_name!r}; choose one of {', '.join(SCALES)}")
+    if seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    scale = SCALES[scale_name]
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    stages = grid(output, scale, seeds, overrides, tasks)
+    if only:
+        known = {s.name: s for s in stages}
+        unknown = [name for name in only if name not in known]
+        if unknown:
+            raise UserError(f"unknown stage {unknown[0]!r}; seqpt reproduce --list names them")
+        stages = [known[name] for name in only]
+    log(f"reproduction at scale {scale_name}: {len(stages)} stages, {seeds} seed(s), "
+        f"output {output.resolve()}")
+    timings_path = output / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+
+    def done(stage: Stage, run_dir: Path, seconds: float) -> None:
+        timings[stage.name] = seconds
+        tmp = timings_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(timings, indent=1) + "\n")
+        tmp.replace(timings_path)
+
+    def settle(stage: Stage) -> Stage:
+        if is_equal_compute(stage):
+            return dataclasses.replace(stage, init_step=equal_compute_step(output))
+        return stage
+
+    started = time.perf_counter()
+    run_stages(output, stages, stage_weights(stages, scale), done, settle)
+    if only:
+        return None
+    return write_report(output, scale_name, scale, seeds, timings,
+                        time.perf_counter() - started, {**DEFAULT_TASKS, **(tasks or {})})

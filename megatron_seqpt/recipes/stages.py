@@ -1,0 +1,175 @@
+"""Multi-stage recipes as a list of stages, each a normal run directory: pre-training runs,
+encoder extractions and fine-tunings (scored with ``seqpt evaluate``). A stage whose run
+directory is complete is skipped, so an interrupted recipe continues where it stopped (a
+stage that was itself interrupted resumes from its checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from megatron_seqpt.config import RunConfig
+from megatron_seqpt.runtime import distributed
+from megatron_seqpt.runtime.log import log
+from megatron_seqpt.training import checkpoint as ckpt
+
+PRETRAIN, EXTRACT, FINETUNE = "pretrain", "extract", "finetune"
+
+
+@dataclass(frozen=True)
+class PretrainStage:
+    name: str
+    config: RunConfig
+    kind: str = PRETRAIN
+
+
+@dataclass(frozen=True)
+class ExtractStage:
+    """An MLM encoder made of a T5 stage's embeddings and encoder (new MLM head)."""
+
+    name: str
+    source: str
+    kind: str = EXTRACT
+
+
+@dataclass(frozen=True)
+class FinetuneStage:
+    """A task (a built-in task's name, or a task config file) fine-tuned from a stage's run
+    (``init_step``: a checkpoint other than its latest); a probe freezes the embeddings and the
+    encoder."""
+
+    name: str
+    init: str
+    task: str
+    seed: int
+    probe: bool = False
+    init_step: Optional[int] = None
+    overrides: tuple[str, ...] = ()
+    kind: str = FINETUNE
+
+
+Stage = Union[PretrainStage, ExtractStage, FinetuneStage]
+PROBE = ("freeze.embeddings.frozen=true", "freeze.encoder.frozen=true")
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def is_complete(stage: Stage, run_dir: Path) -> bool:
+    if stage.kind == EXTRACT:
+        return (run_dir / "checkpoints" / ckpt.LATEST).is_file()
+    if stage.kind == FINETUNE:
+        return (run_dir / "eval.json").is_file()
+    result = run_dir / "result.json"
+    if not result.is_file():
+        return False
+    done = json.loads(result.read_text())
+    return done["status"] == "completed" and done["step"] >= stage.config.train.steps
+
+
+def _pretrain(stage: PretrainStage, run_dir: Path) -> None:
+    from megatron_seqpt.training.loop import Trainer
+
+    ctx = distributed.initialize(stage.config.parallel, stage.config.model,
+                                 stage.config.train.seed)
+    try:
+        result = Trainer(stage.config, run_dir, ctx).run()
+    finally:
+        distributed.shutdown()
+    if result.status != "completed":
+        raise StageFailed(f"{stage.name} ended {result.status}; run the same command again to "
+                          "continue")
+
+
+def _extract(stage: ExtractStage, run_dir: Path, root: Path) -> None:
+    from megatron_seqpt.recipes.convert import extract_encoder
+
+    extract_encoder(root / stage.source, run_dir, "new")
+
+
+def finetune_settings(stage: FinetuneStage, root: Path) -> tuple[Optional[str], list[str]]:
+    """(task config file or None, overrides) of a fine-tuning stage."""
+    init = [f"init.from_run={root / stage.init}"]
+    if stage.init_step is not None:
+        init.append(f"init.from_step={stage.init_step}")
+    is_file = stage.task.endswith((".yaml", ".yml"))
+    task = [] if is_file else [f"task.builtin={stage.task}"]
+    return (stage.task if is_file else None,
+            [*init, *task, f"train.seed={stage.seed}", *(PROBE if stage.probe else ()),
+             *stage.overrides])
+
+
+def _finetune(stage: FinetuneStage, run_dir: Path, root: Path) -> None:
+    from megatron_seqpt.tasks.evaluate import evaluate_run
+    from megatron_seqpt.tasks.resolve import resolve_config
+    from megatron_seqpt.tasks.workload import FinetuneWorkload
+    from megatron_seqpt.training.loop import Trainer
+
+    config, pretrained = resolve_config(*finetune_settings(stage, root))
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    try:
+        result = Trainer(config, run_dir, ctx,
+                         workload=FinetuneWorkload(config, pretrained)).run()
+    finally:
+        distributed.shutdown()
+    if result.status != "completed":
+        raise StageFailed(f"{stage.name} ended {result.status}; run the same command again to "
+                          "continue")
+    evaluate_run(run_dir)
+
+
+@dataclass
+class Progress:
+    """Time per stage so far, and the time left estimated from the stages' expected cost
+    (``weights``: relative cost of each stage, e.g. its FLOPs)."""
+
+    weights: dict[str, float]
+    started: float = field(default_factory=time.perf_counter)
+    done_weight: float = 0.0
+    spent: float = 0.0
+
+    def record(self, name: str, seconds: float) -> None:
+        self.done_weight += self.weights.get(name, 0.0)
+        self.spent += seconds
+
+    def left(self) -> Optional[float]:
+        remaining = sum(self.weights.values()) - self.done_weight
+        if self.done_weight <= 0:
+            return None
+        return remaining * self.spent / self.done_weight
+
+
+def run_stages(root: Path, stages: Sequence[Stage], weights: dict[str, float],
+               on_done: Callable[[Stage, Path, float], None] = lambda *a: None,
+               settle: Callable[[Stage], Stage] = lambda stage: stage) -> None:
+    """Run the stages in order under ``root``, skipping complete ones; log time per stage and
+    the time left. ``settle(stage)`` completes a stage that depends on earlier results just
+    before it runs."""
+    progress = Progress(dict(weights))
+    for number, stage in enumerate(stages, 1):
+        run_dir = root / stage.name
+        head = f"stage {number}/{len(stages)} {stage.name}"
+        if is_complete(stage, run_dir):
+            log(f"{head}: complete, skipped")
+            progress.weights.pop(stage.name, None)
+            continue
+        log(f"{head}: starting")
+        stage = settle(stage)
+        started = time.perf_counter()
+        if stage.kind == PRETRAIN:
+            _pretrain(stage, run_dir)
+        elif stage.kind == EXTRACT:
+            _extract(stage, run_dir, root)
+        else:
+            _finetune(stage, run_dir, root)
+        seconds = time.perf_counter() - started
+        progress.record(stage.name, seconds)
+        left = progress.left()
+        log(f"{head}: done in {seconds:.0f} s; elapsed "
+            f"{(time.perf_counter() - progress.started) / 60:.1f} min"
+            + (f", about {left / 60:.0f} min left" if left is not None else ""))
+        on_done(stage, run_dir, seconds)

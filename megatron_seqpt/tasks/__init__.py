@@ -1,0 +1,1 @@
+"""Downstream tasks: fine-tuning and evaluating the pre-trained encoders and T5 models."""

@@ -1,0 +1,84 @@
+"""The reproduction grid: compute-to-target on synthetic curves, verdicts from seed spreads,
+and a micro-scale ``seqpt reproduce`` end to end (every row in the report) that continues after
+an interruption without redoing finished stages."""
+
+import json
+import shutil
+
+import pytest
+
+from megatron_seqpt import cli
+from megatron_seqpt.recipes.curves import flops_to_reach, pair_saving
+from megatron_seqpt.recipes.findings import Scores, claim_better, claim_matches, difference
+from megatron_seqpt.recipes.reproduce_grid import (
+    ENCODER_ROWS,
+    EQUAL_COMPUTE_ROW,
+    PRETRAIN_ROWS,
+    SEQ2SEQ_ROWS,
+)
+
+
+def test_flops_to_reach_interpolates_the_crossing():
+    curve = [(0.0, 8.0), (10.0, 6.0), (20.0, 4.0), (30.0, 3.0)]
+    assert flops_to_reach(curve, 5.0) == pytest.approx(15.0)
+    assert flops_to_reach(curve, 3.5) == pytest.approx(25.0)
+    assert flops_to_reach(curve, 4.0) == pytest.approx(20.0)  # reached at an evaluation
+    assert flops_to_reach(curve, 9.0) == 0.0  # below the target from the start
+    assert flops_to_reach(curve, 2.0) is None  # never reached
+    # A curve that goes back up after crossing: the first crossing counts.
+    assert flops_to_reach([(0, 5.0), (10, 3.0), (20, 6.0), (30, 2.0)], 4.0) == \
+        pytest.approx(5.0)
+
+
+def test_pair_saving():
+    assert pair_saving(encoder=100.0, seq2seq=50.0, baseline_seq2seq=100.0) == pytest.approx(0.25)
+    assert pair_saving(100.0, 100.0, 100.0) == 0.0
+
+
+def test_verdicts_weigh_differences_against_the_seed_spread():
+    a, b = Scores((0.80, 0.82, 0.81)), Scores((0.70, 0.71, 0.69))
+    assert difference(a, b).significant and claim_better([difference(a, b)]) == "holds"
+    noisy = Scores((0.60, 0.90, 0.75))
+    assert not difference(noisy, b).significant
+    assert claim_better([difference(noisy, b)]) == "within noise"
+    assert claim_better([difference(b, a)]) == "does not hold"
+    assert claim_matches(difference(noisy, a)) == "holds"
+    assert claim_matches(difference(b, a)) == "does not hold"
+
+
+@pytest.mark.slow
+def test_micro_reproduction_runs_every_row_and_continues(single_process, tmp_path, capsys):
+    output = tmp_path / "repro"
+    command = ["reproduce", "--output-dir", str(output), "--scale", "micro", "--seeds", "1"]
+    assert cli.main(command) == 0
+    report = json.loads((output / "report.json").read_text())
+    assert set(report["pretraining"]) == set(PRETRAIN_ROWS)
+    assert set(report["encoder_tasks"]) == set(ENCODER_ROWS)
+    for scored in report["encoder_tasks"].values():
+        assert set(scored) == {"classification_full", "classification_probe", "tagging_full",
+                               "tagging_probe"}
+    assert set(report["seq2seq_tasks"]) == {*SEQ2SEQ_ROWS, EQUAL_COMPUTE_ROW}
+    assert set(report["verdicts"]) == {"extracted_encoder_underperforms",
+                                       "warm_start_matches_scratch", "compute_saving"}
+    for row, scored in report["pretraining"].items():
+        assert scored["flops"] > 0 and scored["steps"] > 0, row
+    markdown = (output / "report.md").read_text()
+    for row in (*PRETRAIN_ROWS, *ENCODER_ROWS, *SEQ2SEQ_ROWS, EQUAL_COMPUTE_ROW):
+        assert f"| {row} |" in markdown, row
+    for picture in ("loss_vs_flops.png", "task_scores.png"):
+        assert (output / picture).stat().st_size > 1000
+
+    # As if interrupted after the pre-training and the first fine-tunings: the rest reruns,
+    # nothing finished is redone.
+    finished = output / "finetune" / "mlm" / "classification_full" / "seed1" / "eval.json"
+    before = finished.stat().st_mtime_ns
+    removed = output / "finetune" / "t5_scratch"
+    shutil.rmtree(removed)
+    (output / "report.json").unlink()
+    capsys.readouterr()
+    assert cli.main(command) == 0
+    captured = capsys.readouterr()
+    assert "pretrain/mlm: complete, skipped" in captured.out + captured.err
+    assert finished.stat().st_mtime_ns == before
+    assert (removed / "seq2seq_full" / "seed1" / "eval.json").is_file()
+    assert (output / "report.json").is_file()
