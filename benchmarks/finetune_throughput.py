@@ -21,8 +21,8 @@ batches for every side; medians of the rounds are printed, the range in brackets
 ratio peer step time / project step time (goal: at least 1, the project at least as fast), of
 the medians and per round (a round's sides run back to back: steadier on a busy machine).
 The phases: fwd+bwd (the project's schedule over the micro-batches, gradient buffers zeroed),
-optimizer (clipping and AdamW; the project's includes its grad copies) and the rest (the
-project's scheduler, FLOP count and metrics line).
+optimizer (clipping and AdamW) and the rest (the project's scheduler, FLOP count and metrics
+line).
 
     pip install -e ".[bench]"   # transformers, only for this benchmark
     python benchmarks/finetune_throughput.py [--task topic punct] [--hidden 256 --layers 4 ...]
@@ -38,8 +38,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -91,9 +91,8 @@ def record_batches(stream, count: int) -> list[dict[str, torch.Tensor]]:
 
 def peer_batches(batches: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
     """The micro-batches in Hugging Face's argument names, -100 where no loss is taken."""
-    return [dict(input_ids=b["text"], attention_mask=b["padding_mask"],
-                 labels=torch.where(b["loss_mask"].bool(), b["labels"], -100))
-            for b in batches]
+    return [{"input_ids": b["text"], "attention_mask": b["padding_mask"],
+             "labels": torch.where(b["loss_mask"].bool(), b["labels"], -100)} for b in batches]
 
 
 class PhaseClock:
@@ -145,13 +144,13 @@ def time_project(trainer, clock: PhaseClock, steps: int) -> dict[str, float]:
 def hf_models(shape: dict) -> dict[str, torch.nn.Module]:
     import transformers
 
-    common = dict(vocab_size=shape["vocab"], hidden_size=shape["hidden"],
-                  num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
-                  intermediate_size=shape["ffn"], max_position_embeddings=shape["positions"],
-                  num_labels=shape["labels"], hidden_dropout_prob=shape["hidden_dropout"],
-                  attention_probs_dropout_prob=shape["attention_dropout"],
-                  classifier_dropout=shape["head_dropout"], hidden_act="gelu",
-                  type_vocab_size=1, pad_token_id=0)
+    common = {"vocab_size": shape["vocab"], "hidden_size": shape["hidden"],
+              "num_hidden_layers": shape["layers"], "num_attention_heads": shape["heads"],
+              "intermediate_size": shape["ffn"], "max_position_embeddings": shape["positions"],
+              "num_labels": shape["labels"], "hidden_dropout_prob": shape["hidden_dropout"],
+              "attention_probs_dropout_prob": shape["attention_dropout"],
+              "classifier_dropout": shape["head_dropout"], "hidden_act": "gelu",
+              "type_vocab_size": 1, "pad_token_id": 0}
     bert, megatron_bert = PEERS[shape["kind"]]
     return {bert: getattr(transformers, bert)(transformers.BertConfig(**common)),
             megatron_bert: getattr(transformers, megatron_bert)(
@@ -286,18 +285,18 @@ def report(args, task: str, trainer, batches: list[dict], times: dict, info: dic
           f"of {args.steps} steps after {args.warmup} warm-up")
     print(f"{PROJECT}: {trainer.impl.describe()}; transformers {info['transformers']}, "
           f"attention: {', '.join(f'{k} {v}' for k, v in info['attention'].items())}")
-    print(f"{'':40s}{'ms/step (range)':>24s}{'examples/s':>12s}"
+    print(f"{'':42s}{'ms/step (range)':>24s}{'examples/s':>12s}"
           + "".join(f"{phase + ' ms':>14s}" for phase in (*PHASES, "rest")))
     median_ms = {}
     for name, rounds in times.items():
         ms = sorted(r["total"] / args.steps * 1e3 for r in rounds)
         median_ms[name] = statistics.median(ms)
-        phases = {phase: statistics.median(r[phase] for r in rounds) / args.steps * 1e3
-                  for phase in PHASES}
-        phases["rest"] = median_ms[name] - sum(phases.values())
+        with_rest = [{**r, "rest": r["total"] - sum(r[phase] for phase in PHASES)} for r in rounds]
+        phases = {phase: statistics.median(r[phase] for r in with_rest) / args.steps * 1e3
+                  for phase in (*PHASES, "rest")}
         label = name if name == PROJECT else f"HF {name}"
         spread = f"{median_ms[name]:.1f} ({ms[0]:.1f}-{ms[-1]:.1f})"
-        print(f"{label:40s}{spread:>24s}{args.global_batch / median_ms[name] * 1e3:12.1f}"
+        print(f"{label:42s}{spread:>24s}{args.global_batch / median_ms[name] * 1e3:12.1f}"
               + "".join(f"{phases[phase]:14.1f}" for phase in phases))
     ratios = {name: ms / median_ms[PROJECT] for name, ms in median_ms.items() if name != PROJECT}
     bert = PEERS[trainer.workload.kind][0]

@@ -117,6 +117,15 @@ def test_seq2seq_model_learns_to_copy(t5_run, single_process, tmp_path):
     assert result["examples_scored"] == 20
     assert result["metrics"]["exact_match"] == 1.0, result["examples"][:5]
     assert result["baseline"]["name"] == "copy the source"
+    # The same model through seqpt generate, greedy and beam search, on new inputs.
+    inputs = [" ".join(rng.choice(words) for _ in range(4)) for _ in range(6)]
+    (tmp_path / "inputs.txt").write_text("\n".join(inputs) + "\n")
+    for beam in ("1", "3"):
+        out = tmp_path / f"out{beam}.txt"
+        assert cli.main(["generate", "--run", str(run_dir), "--input",
+                         str(tmp_path / "inputs.txt"), "--output", str(out),
+                         "--beam-size", beam]) == 0
+        assert out.read_text().splitlines() == inputs
 
 
 def test_finetuning_resumes_exactly_after_sigterm(encoder_run, tmp_path):

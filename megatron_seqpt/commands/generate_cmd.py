@@ -35,13 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _read(path: str) -> tuple[list[str], list[dict] | None]:
     """(sources, jsonl records or None)."""
     if path == "-":
-        return [line.rstrip("\n") for line in sys.stdin], None
+        return _non_empty([line.rstrip("\n") for line in sys.stdin], "stdin"), None
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--input {path} does not exist")
-    lines = file.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 (byte {err.start + 1}); convert it to UTF-8") \
+            from None
     if not file.name.endswith(".jsonl"):
-        return lines, None
+        return _non_empty(lines, path), None
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -51,10 +55,19 @@ def _read(path: str) -> tuple[list[str], list[dict] | None]:
         except json.JSONDecodeError as err:
             raise UserError(f"{path}:{number}: not valid JSON ({err.msg}); give one JSON "
                             "object per line, or a text file with one source per line") from None
-        if not isinstance(record, dict) or not isinstance(record.get("source"), str):
-            raise UserError(f"{path}:{number}: expected an object with a string 'source'")
+        if not isinstance(record, dict) or not isinstance(record.get("source"), str) \
+                or not record["source"].strip():
+            raise UserError(f"{path}:{number}: expected an object with a non-empty string "
+                            "'source'")
         records.append(record)
     return [r["source"] for r in records], records
+
+
+def _non_empty(lines: list[str], where: str) -> list[str]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise UserError(f"{where}:{number}: empty line; give one source per line")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

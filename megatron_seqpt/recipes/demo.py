@@ -98,9 +98,9 @@ def run_demo(output: Path, settings: DemoSettings) -> dict:
     weights = {stage: accounting.run_cost(configs[stage]).total for stage in PRETRAINING}
     weights.update({s.name: 0.2 * weights["encoder"] for s in stages[len(PRETRAINING):]})
     walls: dict[str, float] = {}
-    run_stages(output, stages, weights, lambda stage, _, seconds: walls.update(
+    finished = run_stages(output, stages, weights, lambda stage, _, seconds: walls.update(
         {stage.name: seconds}))
-    if launch_env.detect().rank != 0:
+    if not finished or launch_env.detect().rank != 0:
         return {}
     results = [StageResult.from_run(stage, output / stage, walls.get(stage))
                for stage in PRETRAINING]

@@ -23,6 +23,7 @@ from megatron_seqpt.recipes.reproduce_grid import (
 )
 from megatron_seqpt.recipes.reproduce_report import write_report
 from megatron_seqpt.recipes.stages import Stage, run_stages
+from megatron_seqpt.runtime import launch_env
 from megatron_seqpt.runtime.log import log
 
 
@@ -63,8 +64,8 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
         return stage
 
     started = time.perf_counter()
-    run_stages(output, stages, stage_weights(stages, scale), done, settle)
-    if only:
+    finished = run_stages(output, stages, stage_weights(stages, scale), done, settle)
+    if only or not finished or launch_env.detect().rank != 0:
         return None
     return write_report(output, scale_name, scale, seeds, timings,
                         time.perf_counter() - started, {**DEFAULT_TASKS, **(tasks or {})})

@@ -52,6 +52,9 @@ class Scale:
     probe_lr: float
     precision: str = "auto"
     restore_max_new_tokens: int = 48
+    # The seq2seq task's fine-tuning length, when it differs from finetune_epochs (generation
+    # makes scoring it the most expensive).
+    seq2seq_epochs: Optional[float] = None
 
 
 SCALES = {
@@ -69,10 +72,10 @@ SCALES = {
                   probe_lr=3e-3),
     # About an hour on 2 CPU cores (the default).
     "small": Scale(hidden=256, layers=3, heads=4, small_decoder_layers=1, seq_length=128,
-                   decoder_seq_length=40, vocab_size=4000, encoder_steps=400, t5_steps=400,
-                   continued_mlm_steps=80, global_batch=16, micro_batch=16, lr=1e-3,
-                   evaluations=8, finetune_epochs=2.0, finetune_steps=None, finetune_lr=5e-4,
-                   probe_lr=3e-3),
+                   decoder_seq_length=40, vocab_size=4000, encoder_steps=300, t5_steps=300,
+                   continued_mlm_steps=60, global_batch=16, micro_batch=16, lr=1e-3,
+                   evaluations=6, finetune_epochs=2.0, finetune_steps=None, finetune_lr=5e-4,
+                   probe_lr=3e-3, seq2seq_epochs=1.0),
     # A GPU cluster: BERT-base / T5-base sizes (examples/configs/base_*.yaml).
     "base": Scale(hidden=768, layers=12, heads=12, small_decoder_layers=4, seq_length=512,
                   decoder_seq_length=114, vocab_size=64000, encoder_steps=250_000,
@@ -169,7 +172,9 @@ def stage_dir(row: str) -> str:
 
 def finetune_stage(row: str, kind: str, probe: bool, seed: int, scale: Scale,
                    tasks: dict[str, str], init_step: Optional[int] = None) -> FinetuneStage:
-    length = [f"task.epochs={scale.finetune_epochs}"] if scale.finetune_epochs else \
+    epochs = scale.seq2seq_epochs if kind == SEQ2SEQ_TASK and scale.seq2seq_epochs else \
+        scale.finetune_epochs
+    length = [f"task.epochs={epochs}"] if epochs else \
         ["task.epochs=null", f"train.steps={scale.finetune_steps}"]
     extra = [*length, f"optim.lr={scale.probe_lr if probe else scale.finetune_lr}",
              "optim.warmup_steps=10", "logging.log_interval=50", "logging.tensorboard=false",

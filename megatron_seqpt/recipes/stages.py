@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from megatron_seqpt.config import RunConfig
+from megatron_seqpt.errors import UserError
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.training import checkpoint as ckpt
@@ -55,8 +56,8 @@ Stage = Union[PretrainStage, ExtractStage, FinetuneStage]
 PROBE = ("freeze.embeddings.frozen=true", "freeze.encoder.frozen=true")
 
 
-class StageFailed(RuntimeError):
-    pass
+class StageFailed(UserError):
+    """A stage's run diverged: the recipe cannot go on."""
 
 
 def is_complete(stage: Stage, run_dir: Path) -> bool:
@@ -71,7 +72,14 @@ def is_complete(stage: Stage, run_dir: Path) -> bool:
     return done["status"] == "completed" and done["step"] >= stage.config.train.steps
 
 
-def _pretrain(stage: PretrainStage, run_dir: Path) -> None:
+def _checked(stage: Stage, status: str) -> str:
+    if status == "diverged":
+        raise StageFailed(f"{stage.name} diverged (see its metrics.jsonl); fix its settings, "
+                          "remove its run directory and run the same command again")
+    return status
+
+
+def _pretrain(stage: PretrainStage, run_dir: Path) -> str:
     from megatron_seqpt.training.loop import Trainer
 
     ctx = distributed.initialize(stage.config.parallel, stage.config.model,
@@ -80,15 +88,14 @@ def _pretrain(stage: PretrainStage, run_dir: Path) -> None:
         result = Trainer(stage.config, run_dir, ctx).run()
     finally:
         distributed.shutdown()
-    if result.status != "completed":
-        raise StageFailed(f"{stage.name} ended {result.status}; run the same command again to "
-                          "continue")
+    return _checked(stage, result.status)
 
 
-def _extract(stage: ExtractStage, run_dir: Path, root: Path) -> None:
+def _extract(stage: ExtractStage, run_dir: Path, root: Path) -> str:
     from megatron_seqpt.recipes.convert import extract_encoder
 
     extract_encoder(root / stage.source, run_dir, "new")
+    return "completed"
 
 
 def finetune_settings(stage: FinetuneStage, root: Path) -> tuple[Optional[str], list[str]]:
@@ -103,7 +110,7 @@ def finetune_settings(stage: FinetuneStage, root: Path) -> tuple[Optional[str], 
              *stage.overrides])
 
 
-def _finetune(stage: FinetuneStage, run_dir: Path, root: Path) -> None:
+def _finetune(stage: FinetuneStage, run_dir: Path, root: Path) -> str:
     from megatron_seqpt.tasks.evaluate import evaluate_run
     from megatron_seqpt.tasks.resolve import resolve_config
     from megatron_seqpt.tasks.workload import FinetuneWorkload
@@ -116,10 +123,9 @@ def _finetune(stage: FinetuneStage, run_dir: Path, root: Path) -> None:
                          workload=FinetuneWorkload(config, pretrained)).run()
     finally:
         distributed.shutdown()
-    if result.status != "completed":
-        raise StageFailed(f"{stage.name} ended {result.status}; run the same command again to "
-                          "continue")
-    evaluate_run(run_dir)
+    if _checked(stage, result.status) == "completed":
+        evaluate_run(run_dir)
+    return result.status
 
 
 @dataclass
@@ -145,10 +151,11 @@ class Progress:
 
 def run_stages(root: Path, stages: Sequence[Stage], weights: dict[str, float],
                on_done: Callable[[Stage, Path, float], None] = lambda *a: None,
-               settle: Callable[[Stage], Stage] = lambda stage: stage) -> None:
+               settle: Callable[[Stage], Stage] = lambda stage: stage) -> bool:
     """Run the stages in order under ``root``, skipping complete ones; log time per stage and
     the time left. ``settle(stage)`` completes a stage that depends on earlier results just
-    before it runs."""
+    before it runs. Returns False when a stage stopped on the pre-emption signal (run again to
+    continue it)."""
     progress = Progress(dict(weights))
     for number, stage in enumerate(stages, 1):
         run_dir = root / stage.name
@@ -161,11 +168,15 @@ def run_stages(root: Path, stages: Sequence[Stage], weights: dict[str, float],
         stage = settle(stage)
         started = time.perf_counter()
         if stage.kind == PRETRAIN:
-            _pretrain(stage, run_dir)
+            status = _pretrain(stage, run_dir)
         elif stage.kind == EXTRACT:
-            _extract(stage, run_dir, root)
+            status = _extract(stage, run_dir, root)
         else:
-            _finetune(stage, run_dir, root)
+            status = _finetune(stage, run_dir, root)
+        if status == "preempted":
+            log(f"{head}: stopped on the pre-emption signal; run the same command again to "
+                "continue")
+            return False
         seconds = time.perf_counter() - started
         progress.record(stage.name, seconds)
         left = progress.left()
@@ -173,3 +184,4 @@ def run_stages(root: Path, stages: Sequence[Stage], weights: dict[str, float],
             f"{(time.perf_counter() - progress.started) / 60:.1f} min"
             + (f", about {left / 60:.0f} min left" if left is not None else ""))
         on_done(stage, run_dir, seconds)
+    return True

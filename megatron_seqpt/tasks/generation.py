@@ -4,7 +4,7 @@ Sources are sorted by length and batched (less padding); each batch runs the enc
 the decoder one token per step. With the cache (the default) a step runs megatron-core's own
 embedding (at the token's position), decoder block and output head on the newest tokens only:
 megatron-core's static inference context keeps the self-attention keys and values, and the
-decoder's cross-attention (models/specs.py) keeps its keys and values, computed from the
+decoder's cross-attention (models/decoder_cache.py) keeps its keys and values, computed from the
 encoder output at the first step. Without the cache every step runs ``T5Model.forward`` over
 the whole prefix: the reference the cache is tested against.
 
@@ -25,7 +25,8 @@ from megatron.core.datasets.t5_dataset import T5MaskedWordPieceDataset
 from megatron.core.models.T5.t5_model import T5Model
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 
-from megatron_seqpt.models.specs import CachedCrossAttention, DecoderInferenceContext
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.models.decoder_cache import CachedCrossAttention, DecoderInferenceContext
 from megatron_seqpt.runtime.cpu_compat import CudaToCpuMode
 
 Mask = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
@@ -110,13 +111,15 @@ def _check(t5: torch.nn.Module, sources: list[list[int]], tokens: _Tokens,
     if config.use_cache and not all(isinstance(layer.cross_attention, CachedCrossAttention)
                                     for layer in t5.decoder.layers):
         raise ValueError("the cached decoder needs the project's decoder layer spec "
-                         "(models/specs.py); build the model with models/builder.py")
+                         "(models/decoder_cache.py); build the model with models/builder.py")
     longest = max((len(s) for s in sources), default=1)
     if min((len(s) for s in sources), default=1) == 0:
         raise ValueError("every source needs at least one token")
     if max(longest, config.max_new_tokens) > t5.max_sequence_length:
-        raise ValueError(f"sources of up to {longest} tokens and {config.max_new_tokens} new "
-                         f"tokens do not fit {t5.max_sequence_length} positions")
+        raise UserError(f"sources of up to {longest} tokens and {config.max_new_tokens} new "
+                        f"tokens do not fit the model's {t5.max_sequence_length} positions "
+                        "(model.max_position_embeddings); lower --max-new-tokens "
+                        "(task.generation.max_new_tokens) or shorten the sources")
 
 
 def _attention_masks(encoder_tokens: torch.Tensor, decoder_tokens: torch.Tensor,

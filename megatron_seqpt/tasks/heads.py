@@ -21,6 +21,7 @@ from megatron.core.transformer.utils import ensure_metadata_has_dp_cp_group
 
 from megatron_seqpt.models.builder import MLMEncoder
 
+
 class TaskHead(MegatronModule):
     """Logits per example (classification: pooled, dense + tanh, then the classifier) or per
     position (tagging: the classifier on every hidden state)."""
