@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from peer_process import PeerProcess, add_peer_arguments
 
 GOAL = 1.0
 PEERS = {"classification": ("BertForSequenceClassification",
@@ -207,23 +207,12 @@ def hf_peer() -> None:
                                   setup["optim"]["clip"])), flush=True)
 
 
-class Peer:
+class Peer(PeerProcess):
     def __init__(self, setup: dict):
-        self.process = subprocess.Popen([sys.executable, __file__, "--peer"], text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.info = self._ask(setup)
-
-    def _ask(self, message: dict) -> dict:
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())
+        super().__init__(__file__, setup)
 
     def time(self, model: str, first_step: int, steps: int) -> dict[str, float]:
-        return self._ask({"model": model, "first_step": first_step, "steps": steps})
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
+        return self.ask({"model": model, "first_step": first_step, "steps": steps})
 
 
 # ---- the benchmark ----
@@ -321,10 +310,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=10, help="warm-up steps per side")
     parser.add_argument("--steps", type=int, default=20, help="steps per round and side")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads, the same in both processes")
-    parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
+    add_peer_arguments(parser, rounds=5)
     args = parser.parse_args()
     if args.peer:
         return hf_peer()

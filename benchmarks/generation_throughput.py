@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from peer_process import PeerProcess, add_peer_arguments
 
 MODES = [(1, True), (1, False), (4, True), (4, False)]  # (beams, cache)
 PEERS = ("t5", "blenderbot")
@@ -153,24 +153,15 @@ def hf_peer() -> None:
         print(json.dumps({"seconds": elapsed}), flush=True)
 
 
-class Peer:
+class Peer(PeerProcess):
     def __init__(self, shape: dict, sources: list[list[int]], new_tokens: int):
-        self.process = subprocess.Popen([sys.executable, __file__, "--peer"], text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.version = self._ask({"shape": shape, "sources": sources, "new_tokens": new_tokens,
-                                  "threads": torch.get_num_threads()})["transformers"]
-
-    def _ask(self, message: dict) -> dict:
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())
+        super().__init__(__file__, {"shape": shape, "sources": sources,
+                                    "new_tokens": new_tokens,
+                                    "threads": torch.get_num_threads()})
+        self.version = self.info["transformers"]
 
     def time(self, model: str, beams: int, cache: bool) -> float:
-        return self._ask({"model": model, "beams": beams, "cache": cache})["seconds"]
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
+        return self.ask({"model": model, "beams": beams, "cache": cache})["seconds"]
 
 
 def main() -> None:
@@ -184,10 +175,7 @@ def main() -> None:
     parser.add_argument("--source-len", type=int, default=40)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--local-attention", default="sdpa", choices=["sdpa", "megatron"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads, the same in both processes")
-    parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
+    add_peer_arguments(parser, rounds=5)
     args = parser.parse_args()
     if args.peer:
         return hf_peer()
