@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test
+.PHONY: setup demo test test-quick
 
 setup: $(VENV)/.installed
 
@@ -21,3 +21,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest tests
+
+# Without the end-to-end runs marked slow (the demo, the micro reproduction, the copy task).
+test-quick: setup
+	$(VENV)/bin/python -m pytest tests -m "not slow"

@@ -113,6 +113,7 @@ def test_encoder_mlm_loss_variant_learns(single_process, cache_dir, tmp_path):
     assert any(n.startswith("encoder_mlm_head.") for n in names)
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_reports(single_process, tmp_path):
     report = run_demo(tmp_path, DemoSettings(encoder_steps=6, seq2seq_steps=6, hidden_size=64,
                                              layers=1, finetune_steps=3))

@@ -36,11 +36,18 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
             for k, v in batch.items()}
 
 
-def t5_attention_masks(batch: Batch, impl: LayerImpl):
-    """Encoder, decoder and cross-attention masks in the layout the layer spec expects."""
+def t5_attention_masks(batch: Batch, impl: LayerImpl, te_version: Optional[str] = None):
+    """Encoder, decoder and cross-attention masks in the layout the layer spec expects.
+    ``te_version``: build transformer-engine's layout for that version (default: the installed
+    one).
+
+    The batches' ``enc_mask``/``dec_mask`` hold 1 at real tokens; megatron-core's masks hold
+    True where attention is masked out. The local layout is built from the tokens; the
+    transformer-engine layout takes the given masks as they are, so they are inverted first.
+    """
     return T5MaskedWordPieceDataset.config_attention_mask(
-        batch["text_enc"], batch["text_dec"], batch["enc_mask"], batch["dec_mask"],
-        use_local=impl.is_local)
+        batch["text_enc"], batch["text_dec"], batch["enc_mask"] < 0.5, batch["dec_mask"] < 0.5,
+        use_local=impl.is_local, test_te_version=te_version)
 
 
 def encoder_output(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
