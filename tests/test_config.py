@@ -104,6 +104,18 @@ def test_cross_field_checks_name_both_values():
     assert "model.max_position_embeddings" in message
 
 
+def test_settings_that_would_fail_or_do_nothing_later_are_refused():
+    message = error_of(None, ["model.kind=t5", "data.decoder_seq_length=600"])
+    assert "data.decoder_seq_length 600" in message and "max_position_embeddings 512" in message
+    message = error_of(None, ["model.kind=t5", "parallel.tensor_model_parallel_size=2",
+                              "parallel.sequence_parallel=true", "data.seq_length=128",
+                              "data.decoder_seq_length=61"])
+    assert "data.decoder_seq_length 61" in message and "tensor_model_parallel_size 2" in message
+    message = error_of(None, ["train.steps=100", "freeze.encoder.frozen=true",
+                              "freeze.encoder.unfreeze_at_step=100"])
+    assert "freeze.encoder.unfreeze_at_step 100" in message and "train.steps 100" in message
+
+
 def test_file_problems(tmp_path):
     assert "config file not found" in error_of(tmp_path / "missing.yaml")
     assert "not valid YAML" in error_of(write(tmp_path, "model: [unclosed\n"))

@@ -1,5 +1,8 @@
 """Launcher detection: torchrun's and SLURM's variables, and a plain single process."""
 
+import shutil
+import subprocess
+
 import pytest
 
 from megatron_seqpt.runtime.launch_env import LaunchError, detect, first_host
@@ -40,9 +43,25 @@ def test_slurm_variables():
     ("node[001-004]", "node001"),
     ("gpu[7,9-12]-ib", "gpu7-ib"),
     ("a1,b[2-3]", "a1"),
+    ("rack[1-2]-n[01-04]", "rack1-n01"),
+    ("rack[3,1]-n[2-4],x", "rack3-n2"),
 ])
 def test_first_host(nodelist, host):
     assert first_host(nodelist) == host
+
+
+@pytest.mark.parametrize("nodelist", ["", "node[1-2", "node]1[", ",a"])
+def test_first_host_refuses_what_is_not_a_host_list(nodelist):
+    with pytest.raises(LaunchError, match="not a SLURM host list"):
+        first_host(nodelist)
+
+
+@pytest.mark.skipif(shutil.which("scontrol") is None, reason="no SLURM client here")
+def test_first_host_agrees_with_scontrol():
+    for nodelist in ("rack[1-2]-n[01-04]", "gpu[7,9-12]-ib", "a1,b[2-3]"):
+        hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True,
+                               capture_output=True, text=True).stdout.split()
+        assert first_host(nodelist) == hosts[0]
 
 
 def test_bad_launcher_values_are_named():

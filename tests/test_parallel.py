@@ -178,6 +178,49 @@ def test_distributed_optimizer_resumes_exactly(freeze, cache_dir, tmp_path):
     assert [resumed[s] for s in (3, 4, 5)] == [straight[s] for s in (3, 4, 5)]
 
 
+def _train_with_groups(overrides, cache_dir, run_dir):
+    """Per-step losses and, at the end, each optimizer group's freeze group and LRs."""
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.training.loop import Trainer
+    from megatron_seqpt.training.metrics import read_metrics
+    from tests.run_configs import tiny_config
+
+    config = tiny_config("t5", cache_dir, [*NO_DROPOUT, "checkpoint.keep_last=0", *overrides])
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    trainer = Trainer(config, run_dir, ctx)
+    trainer.run()
+    groups = sorted((g.get("freeze_group"), g["wd_mult"], g["max_lr"], g["min_lr"], g["lr"])
+                    for g in trainer.opt.optimizer.param_groups if g["params"])
+    distributed.shutdown()
+    if ctx.is_main:
+        losses = {r["step"]: r["loss"] for r in read_metrics(Path(run_dir) / "metrics.jsonl")
+                  if "split" not in r}
+        return losses, groups
+
+
+def test_distributed_optimizer_resumes_after_unfreeze_with_group_lrs(cache_dir, tmp_path):
+    """DP=2, distributed optimizer, embeddings and encoder unfrozen at step 2 with their own
+    warm-up and the encoder at half the LR: resumed at step 4, each group keeps its own LR
+    settings (groups that differ only by freeze group must not take each other's), and the
+    losses are the uninterrupted run's."""
+    overrides = ["parallel.use_distributed_optimizer=true", "train.steps=6",
+                 "checkpoint.save_interval=4", "optim.warmup_steps=0",
+                 *[f"freeze.{group}.{key}" for group in ("embeddings", "encoder")
+                   for key in ("frozen=true", "unfreeze_at_step=2", "warmup_steps=3")],
+                 "freeze.encoder.lr_mult=0.5"]
+    straight, straight_groups = run_ranks(_train_with_groups, 2, overrides, cache_dir,
+                                          tmp_path / "straight")[0]
+    target = tmp_path / "resumed"
+    (target / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight/checkpoints/step_0000004",
+                    target / "checkpoints/step_0000004")
+    (target / "checkpoints/latest").write_text("step_0000004\n")
+    resumed, resumed_groups = run_ranks(_train_with_groups, 2, overrides, cache_dir, target)[0]
+    assert resumed_groups == straight_groups
+    assert sorted(resumed) == [5, 6]
+    assert [resumed[s] for s in (5, 6)] == [straight[s] for s in (5, 6)]
+
+
 def _losses_with_rebuild(cache_dir, run_dir, rebuild_after):
     """Four steps with the distributed optimizer, DDP and optimizer rebuilt (as an unfreeze
     does) after ``rebuild_after`` steps; returns the losses."""
@@ -220,3 +263,36 @@ def test_pipeline_trains_like_one_stage_across_an_unfreeze(kind, reference, cach
     assert sorted(piped) == [1, 2, 3, 4]
     for step in single:
         assert piped[step] == pytest.approx(single[step], rel=1e-5), step
+
+
+def _warm_started_word_embeddings(encoder, cache_dir, run_dir):
+    """Every copy of the word embeddings on this rank after the warm start (PP=2)."""
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.training.loop import Trainer
+    from tests.run_configs import tiny_config
+
+    config = tiny_config("t5", cache_dir, [*NO_DROPOUT, *PP2, f"init.from_encoder={encoder}"])
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    model = Trainer(config, run_dir, ctx).modules[0]
+    copies = {}
+    if model.pre_process:
+        copies["embedding"] = model.embedding.word_embeddings.weight.detach().clone()
+    if model.post_process:
+        copies["output_layer"] = model.output_layer.weight.detach().clone()
+    distributed.shutdown()
+    return copies
+
+
+def test_warm_start_under_pipeline_parallel_fills_the_tied_output_layer(recipe_root, cache_dir,
+                                                                        tmp_path):
+    """At PP=2 the last stage holds its own copy of the tied word embeddings (the output
+    projection): the warm start must fill it with the MLM encoder's embeddings too, or the two
+    copies differ for the whole run."""
+    from tests.recipe_runs import trained
+
+    encoder = trained("encoder", recipe_root)
+    expected = torch.load(encoder / "weights.pt")["embedding.word_embeddings.weight"]
+    first, last = run_ranks(_warm_started_word_embeddings, 2, encoder, cache_dir, tmp_path)
+    assert set(first) == {"embedding"} and set(last) == {"output_layer"}
+    assert torch.equal(first["embedding"], expected)
+    assert torch.equal(last["output_layer"], expected)

@@ -6,6 +6,7 @@ Each section checks itself in ``validate()``; the loader adds the file and the d
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -286,6 +287,27 @@ class RunConfig:
                 f"data.seq_length {self.data.seq_length} exceeds model.max_position_embeddings "
                 f"{self.model.max_position_embeddings}; raise the latter or shorten the former",
                 key="data.seq_length")
+        if self.model.kind == "t5" and \
+                self.data.decoder_seq_length > self.model.max_position_embeddings:
+            raise ConfigError(
+                f"data.decoder_seq_length {self.data.decoder_seq_length} exceeds "
+                f"model.max_position_embeddings {self.model.max_position_embeddings}; raise the "
+                "latter or shorten the former", key="data.decoder_seq_length")
+        tp = self.parallel.tensor_model_parallel_size
+        if self.model.kind == "t5" and self.parallel.sequence_parallel and \
+                self.data.decoder_seq_length % tp:
+            raise ConfigError(
+                f"with sequence parallel, data.decoder_seq_length {self.data.decoder_seq_length} "
+                f"must divide by parallel.tensor_model_parallel_size {tp}",
+                key="data.decoder_seq_length")
+        for group in dataclasses.fields(self.freeze):
+            at_step = getattr(self.freeze, group.name).unfreeze_at_step
+            if at_step is not None and at_step >= self.train.steps:
+                raise ConfigError(
+                    f"freeze.{group.name}.unfreeze_at_step {at_step} is not before train.steps "
+                    f"{self.train.steps}, so the group would never unfreeze; lower it, or drop "
+                    "it to keep the group frozen throughout",
+                    key=f"freeze.{group.name}.unfreeze_at_step")
         if self.model.encoder_mlm_weight and self.model.kind == "t5" \
                 and self.parallel.sequence_parallel:
             raise ConfigError("the encoder MLM loss is not available with sequence parallel; "

@@ -12,7 +12,6 @@ from-scratch T5 is also scored at the compute the warm-started one spent (equal 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -52,9 +51,6 @@ class Scale:
     probe_lr: float
     precision: str = "auto"
     restore_max_new_tokens: int = 48
-    # The seq2seq task's fine-tuning length, when it differs from finetune_epochs (generation
-    # makes scoring it the most expensive).
-    seq2seq_epochs: Optional[float] = None
 
 
 SCALES = {
@@ -74,8 +70,8 @@ SCALES = {
     "small": Scale(hidden=256, layers=3, heads=4, small_decoder_layers=1, seq_length=128,
                    decoder_seq_length=40, vocab_size=4000, encoder_steps=300, t5_steps=300,
                    continued_mlm_steps=60, global_batch=16, micro_batch=16, lr=1e-3,
-                   evaluations=6, finetune_epochs=2.0, finetune_steps=None, finetune_lr=5e-4,
-                   probe_lr=3e-3, seq2seq_epochs=1.0),
+                   evaluations=6, finetune_epochs=1.0, finetune_steps=None, finetune_lr=5e-4,
+                   probe_lr=3e-3),
     # A GPU cluster: BERT-base / T5-base sizes (examples/configs/base_*.yaml).
     "base": Scale(hidden=768, layers=12, heads=12, small_decoder_layers=4, seq_length=512,
                   decoder_seq_length=114, vocab_size=64000, encoder_steps=250_000,
@@ -172,8 +168,7 @@ def stage_dir(row: str) -> str:
 
 def finetune_stage(row: str, kind: str, probe: bool, seed: int, scale: Scale,
                    tasks: dict[str, str], init_step: Optional[int] = None) -> FinetuneStage:
-    epochs = scale.seq2seq_epochs if kind == SEQ2SEQ_TASK and scale.seq2seq_epochs else \
-        scale.finetune_epochs
+    epochs = scale.finetune_epochs
     length = [f"task.epochs={epochs}"] if epochs else \
         ["task.epochs=null", f"train.steps={scale.finetune_steps}"]
     extra = [*length, f"optim.lr={scale.probe_lr if probe else scale.finetune_lr}",
@@ -230,18 +225,30 @@ def equal_compute_step(root: Path) -> int:
     return min(candidates)[1]
 
 
+# Training tokens per fine-tuning example (source and target for seq2seq), as the built-in
+# tasks' runs record them; a user's task only shifts the estimate, not the grid.
+TOKENS_PER_EXAMPLE = {"classification": 46, "tagging": 25, "seq2seq": 60}
+# Training examples per epoch of the built-in tasks (topic, punct, restore).
+EXAMPLES_PER_EPOCH = {"classification": 1997, "tagging": 2000, "seq2seq": 2652}
+
+
 def stage_weights(stages: Sequence[Stage], scale: Scale) -> dict[str, float]:
-    """Relative cost of each stage for the time-left estimate: executed pre-training FLOPs
-    from the configs; fine-tuning counted as its training tokens through the model."""
+    """Expected cost of each stage in FLOPs, for the time estimates: executed pre-training FLOPs
+    from the configs; fine-tuning as 6 x parameters of one stack x its training tokens (a
+    probe's frozen encoder costs about half; seq2seq's tokens, source and target, each pass one
+    of its two stacks)."""
     weights = {}
+    params = 12 * scale.layers * scale.hidden ** 2
     for stage in stages:
         if isinstance(stage, PretrainStage):
             weights[stage.name] = accounting.run_cost(stage.config).total
         elif isinstance(stage, FinetuneStage):
-            steps = scale.finetune_steps or math.ceil(
-                (scale.finetune_epochs or 1) * 2500 / 32)
-            params = 12 * scale.layers * scale.hidden ** 2 * (2 if "t5" in stage.init else 1)
-            weights[stage.name] = 6.0 * params * steps * 32 * 48 * (0.5 if stage.probe else 1)
+            kind = stage.name.split("/")[2].rsplit("_", 1)[0]
+            epochs = scale.finetune_epochs
+            examples = (epochs * EXAMPLES_PER_EPOCH[kind] if epochs
+                        else scale.finetune_steps * 32)
+            cost = 6.0 * params * examples * TOKENS_PER_EXAMPLE[kind]
+            weights[stage.name] = cost * (0.5 if stage.probe else 1)
         else:
             weights[stage.name] = 0.0
     return weights

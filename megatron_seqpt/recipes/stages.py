@@ -128,12 +128,19 @@ def _finetune(stage: FinetuneStage, run_dir: Path, root: Path) -> str:
     return result.status
 
 
+# Effective training FLOP/s of the grid's small-scale stages on 2 CPU cores (21-160 GFLOP/s,
+# measured): turns FLOP weights into a first estimate before any stage has run.
+CPU_FLOPS_PER_S = 6e10
+
+
 @dataclass
 class Progress:
     """Time per stage so far, and the time left estimated from the stages' expected cost
-    (``weights``: relative cost of each stage, e.g. its FLOPs)."""
+    (``weights``: relative cost of each stage, e.g. its FLOPs): at ``rate`` weight per second
+    until a stage has run, then at the rate measured so far."""
 
     weights: dict[str, float]
+    rate: Optional[float] = None
     started: float = field(default_factory=time.perf_counter)
     done_weight: float = 0.0
     spent: float = 0.0
@@ -144,25 +151,31 @@ class Progress:
 
     def left(self) -> Optional[float]:
         remaining = sum(self.weights.values()) - self.done_weight
-        if self.done_weight <= 0:
-            return None
-        return remaining * self.spent / self.done_weight
+        if self.done_weight > 0:
+            return remaining * self.spent / self.done_weight
+        return remaining / self.rate if self.rate else None
 
 
 def run_stages(root: Path, stages: Sequence[Stage], weights: dict[str, float],
                on_done: Callable[[Stage, Path, float], None] = lambda *a: None,
-               settle: Callable[[Stage], Stage] = lambda stage: stage) -> bool:
-    """Run the stages in order under ``root``, skipping complete ones; log time per stage and
-    the time left. ``settle(stage)`` completes a stage that depends on earlier results just
-    before it runs. Returns False when a stage stopped on the pre-emption signal (run again to
-    continue it)."""
-    progress = Progress(dict(weights))
+               settle: Callable[[Stage], Stage] = lambda stage: stage,
+               rate: Optional[float] = CPU_FLOPS_PER_S) -> bool:
+    """Run the stages in order under ``root``, skipping complete ones; log an estimate before
+    starting (``rate``: expected weight per second), time per stage and the time left.
+    ``settle(stage)`` completes a stage that depends on earlier results just before it runs.
+    Returns False when a stage stopped on the pre-emption signal (run again to continue it)."""
+    complete = {stage.name for stage in stages if is_complete(stage, root / stage.name)}
+    progress = Progress({name: cost for name, cost in weights.items() if name not in complete},
+                        rate)
+    estimate = progress.left()
+    if estimate is not None and len(complete) < len(stages):
+        log(f"{len(stages) - len(complete)} of {len(stages)} stages to run, estimated "
+            f"{estimate / 60:.0f} min (refined after each stage)")
     for number, stage in enumerate(stages, 1):
         run_dir = root / stage.name
         head = f"stage {number}/{len(stages)} {stage.name}"
-        if is_complete(stage, run_dir):
+        if stage.name in complete:
             log(f"{head}: complete, skipped")
-            progress.weights.pop(stage.name, None)
             continue
         log(f"{head}: starting")
         stage = settle(stage)

@@ -35,16 +35,14 @@ class LaunchEnv:
 
 
 def first_host(nodelist: str) -> str:
-    """First host of a SLURM hostlist: ``gpu[003-005,9],cpu1`` -> ``gpu003``."""
+    """First host of a SLURM hostlist: ``gpu[003-005,9],cpu1`` -> ``gpu003``,
+    ``rack[1-2]-n[01-04]`` -> ``rack1-n01`` (each bracket gives its first value, as
+    ``scontrol show hostnames`` lists them)."""
     nodelist = nodelist.strip()
-    match = re.match(r"([^,\[]+)(\[([^\]]+)\])?([^,]*)", nodelist)
-    if not match or not match.group(1):
+    first = re.match(r"(?:[^,\[\]]|\[[\w,-]+\])*", nodelist).group(0)
+    if not first or nodelist[len(first):len(first) + 1] not in ("", ","):
         raise LaunchError(f"SLURM_JOB_NODELIST='{nodelist}' is not a SLURM host list")
-    prefix, _, ranges, suffix = match.groups()
-    if not ranges:
-        return prefix + suffix
-    first = ranges.split(",")[0].split("-")[0]
-    return f"{prefix}{first}{suffix}"
+    return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], first)
 
 
 def _int(env: Mapping[str, str], name: str) -> int:

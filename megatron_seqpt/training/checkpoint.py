@@ -43,6 +43,16 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
+def step_of(directory: Path) -> int:
+    return int(directory.name.split("_", 1)[1])
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """The complete step_* directories under ``root``, oldest step first."""
+    return sorted((p for p in root.glob("step_*") if not p.name.endswith(PARTIAL_SUFFIX)
+                   and (p / "metadata.json").is_file()), key=step_of)
+
+
 def resolve(path: str | Path) -> Path:
     """A checkpoint directory from a run directory, a checkpoints/ directory or itself."""
     path = Path(path).expanduser()
@@ -51,8 +61,12 @@ def resolve(path: str | Path) -> Path:
         if pointer.is_file():
             target = root / pointer.read_text(encoding="utf-8").strip()
             if not (target / "metadata.json").is_file():
-                raise CheckpointError(f"{pointer} names {target.name}, which is not a complete "
-                                      "checkpoint; remove the pointer to fall back to scratch")
+                found = [p.name for p in complete_checkpoints(root)]
+                raise CheckpointError(
+                    f"{pointer} names {target.name}, which is not a complete checkpoint; write "
+                    "the name of a complete one into it "
+                    f"({', '.join(found) if found else 'there is none'}) or use a new run "
+                    "directory")
             return target
     if (path / "metadata.json").is_file():
         return path
@@ -138,10 +152,18 @@ class CheckpointManager:
         self.is_main = dist.get_rank() == 0
 
     def latest(self) -> Optional[Path]:
-        try:
+        """The checkpoint to resume from; None for a run with none. A broken or missing
+        ``latest`` next to complete checkpoints is refused: starting over would overwrite
+        the run's metrics and prune its checkpoints."""
+        if (self.root / LATEST).is_file():
             return resolve(self.root)
-        except CheckpointError:
-            return None
+        found = complete_checkpoints(self.root) if self.root.is_dir() else []
+        if found:
+            raise CheckpointError(
+                f"{self.root} holds checkpoints (newest {found[-1].name}) but no {LATEST} "
+                f"pointer; write {found[-1].name} into {self.root / LATEST} to resume from it, "
+                "or use a new run directory")
+        return None
 
     def remove_partial(self) -> None:
         """Leftovers of a save that was interrupted."""
@@ -172,7 +194,7 @@ class CheckpointManager:
                 shutil.rmtree(final)
             partial.rename(final)
             self._point_latest_to(final)
-            self._prune()
+            self._prune(step)
         dist.barrier()
         return final
 
@@ -183,12 +205,13 @@ class CheckpointManager:
             os.fsync(handle.fileno())
         tmp.replace(self.root / LATEST)
 
-    def _prune(self) -> None:
+    def _prune(self, written: int) -> None:
+        """Keep the newest ``keep_last`` checkpoints up to the one just written; newer ones (a
+        run pointed back at an older checkpoint) are not this run's to delete."""
         if self.keep_last <= 0:
             return
-        complete = sorted(p for p in self.root.glob("step_*")
-                          if p.is_dir() and not p.name.endswith(PARTIAL_SUFFIX))
-        for old in complete[: -self.keep_last]:
+        older = [p for p in complete_checkpoints(self.root) if step_of(p) < written]
+        for old in older[: max(0, len(older) - (self.keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
 
 

@@ -22,14 +22,15 @@ FROM_ENCODER = ("embedding.", "encoder.")
 
 
 def load_parts(modules: Iterable[torch.nn.Module], path: Path, prefixes: tuple[str, ...]) -> int:
-    """Load the tensors under these module paths from a checkpoint; others stay as they are.
-    Returns how many were loaded."""
+    """Load the tensors whose checkpoint keys lie under these module paths; others stay as
+    they are. Matching the checkpoint key, not the module's name for it, reaches every copy of
+    a tensor: the last pipeline stage's tied output projection is stored under the word
+    embeddings' key. Every rank loads (the load is collective), even one with nothing to take.
+    Returns how many tensors were loaded here."""
     loaded_count = 0
     for module in modules:
         template = {key: value for key, value in module.sharded_state_dict().items()
-                    if key.startswith(prefixes)}
-        if not template:
-            continue
+                    if getattr(value, "key", key).startswith(prefixes)}
         loaded = ckpt.load(path, template)
         missing = [key for key in template if key not in loaded]
         if missing:

@@ -132,6 +132,8 @@ class Trainer:
         log(f"freeze schedule: {self.freeze.describe()}")
 
     def _resume_source(self, resume: Optional[bool]) -> Optional[Path]:
+        if resume is False:
+            return None
         latest = self.checkpoints.latest()
         if resume and latest is None:
             raise UserError(f"--resume given but {self.run_dir}/checkpoints has no complete "
@@ -140,7 +142,7 @@ class Trainer:
             raise UserError(f"{self.run_dir} holds converted weights, not a run to resume; "
                             f"start a new run directory from them with "
                             f"checkpoint.load={self.run_dir}")
-        return latest if resume is not False else None
+        return latest
 
     def _encoder_frozen(self) -> bool:
         """Nothing at or below the encoder trains: it can run without autograd."""

@@ -27,6 +27,7 @@ from megatron.core.optimizer import (
     get_megatron_optimizer,
     get_standard_config_overrides,
 )
+from megatron.core.optimizer import distrib_optimizer as mcore_distrib_optimizer
 from megatron.core.optimizer import optimizer as mcore_optimizer
 from megatron.core.optimizer.optimizer_config import ParamKey, ParamWithNamePredicate
 from megatron.core.optimizer_param_scheduler import (
@@ -38,10 +39,14 @@ from megatron_seqpt.config.schema import OptimConfig, ParallelConfig
 from megatron_seqpt.training import freeze, optimizer_transfer
 from megatron_seqpt.training.freeze import FreezeSchedule, group_of
 
-# megatron-core matches a checkpoint's param groups to the live ones by these keys. Groups here
-# also differ by freeze group (their LR schedules do), so that key must be part of the match.
-if "freeze_group" not in mcore_optimizer.param_group_identifier_keys:
-    mcore_optimizer.param_group_identifier_keys += ("freeze_group",)
+# megatron-core matches a checkpoint's param groups to the live ones by the keys in
+# ``param_group_identifier_keys``. Groups here also differ by freeze group (their LR schedules
+# do), so that key must be part of the match, or groups alike in the other keys take each
+# other's max_lr, min_lr and freeze group on load. 0.16 offers no setting for it, and the
+# distributed optimizer holds its own copy of the tuple (imported by name): extend both.
+for _module in (mcore_optimizer, mcore_distrib_optimizer):
+    if "freeze_group" not in _module.param_group_identifier_keys:
+        _module.param_group_identifier_keys += ("freeze_group",)
 
 
 class GroupScheduler(OptimizerParamScheduler):
