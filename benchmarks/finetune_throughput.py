@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 from peer_process import PeerProcess, add_peer_arguments
+from project_steps import timed_steps
 
 GOAL = 1.0
 PEERS = {"classification": ("BertForSequenceClassification",
@@ -127,16 +128,7 @@ def clocked(trainer) -> PhaseClock:
 
 def time_project(trainer, clock: PhaseClock, steps: int) -> dict[str, float]:
     """Seconds of ``steps`` training steps, each logged, and of its phases."""
-    from megatron_seqpt.training.metrics import Window
-
-    started = time.perf_counter()
-    for _ in range(steps):
-        window = Window()
-        step_started = time.perf_counter()
-        record = trainer.train_step()
-        window.add(record["loss"], time.perf_counter() - step_started)
-        trainer.log_train(record, window)
-    return {"total": time.perf_counter() - started, **clock.take()}
+    return {"total": timed_steps(trainer, steps), **clock.take()}
 
 
 # ---- the Hugging Face side: its own process, no project imports ----

@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 import torch
+from project_steps import timed_steps
 
 from megatron_seqpt.config import load_run_config
 from megatron_seqpt.runtime import distributed
-from megatron_seqpt.training.loop import Trainer, Window
+from megatron_seqpt.training.loop import Trainer
 
 GOAL = 1.25
 
@@ -77,17 +78,6 @@ def hf_batches(trainer: Trainer, kind: str, count: int) -> list[dict]:
     return batches
 
 
-def time_project(trainer: Trainer, steps: int) -> float:
-    started = time.perf_counter()
-    for _ in range(steps):
-        window = Window()
-        step_started = time.perf_counter()
-        record = trainer.train_step()
-        window.add(record["loss"], time.perf_counter() - step_started)
-        trainer.log_train(record, window)
-    return time.perf_counter() - started
-
-
 def time_hf(model, optimizer, batches: list[dict], micro_per_step: int, steps: int) -> float:
     model.train()
     started = time.perf_counter()
@@ -127,11 +117,11 @@ def main() -> None:
             batches = hf_batches(trainer, kind, 4 * micro)
             tokens = args.global_batch * args.steps * (args.seq + (args.dec_seq
                                                                    if kind == "t5" else 0))
-            time_project(trainer, 2)  # warm-up
+            timed_steps(trainer, 2)  # warm-up
             time_hf(model, optimizer, batches, micro, 2)
             ours, theirs = [], []
             for _ in range(args.rounds):
-                ours.append(tokens / time_project(trainer, args.steps))
+                ours.append(tokens / timed_steps(trainer, args.steps))
                 theirs.append(tokens / time_hf(model, optimizer, batches, micro, args.steps))
             a, b = statistics.median(ours), statistics.median(theirs)
             print(f"\n{kind}: h{args.hidden} L{args.layers} heads {args.heads} ffn {args.ffn} "

@@ -224,3 +224,54 @@ def test_pruning_never_deletes_checkpoints_newer_than_the_one_written(single_pro
     assert (root / "latest").read_text().strip() == "step_0000002"
     left = sorted(p.name for p in root.glob("step_*"))
     assert left == ["step_0000002", "step_0000003", "step_10000000"], left
+
+
+def _inject(trainer: Trainer, faults: dict[int, str]) -> None:
+    """Make the given optimizer steps (1-based) see a non-finite loss or gradient, as an
+    overflowing bf16 step does."""
+    real = trainer.forward_backward
+    calls = []
+
+    def faulty():
+        losses = real()
+        calls.append(1)
+        fault = faults.get(len(calls))
+        if fault == "loss":
+            losses = {**losses, "lm loss": float("nan")}
+        elif fault == "grad":
+            param = next(p for p in trainer.modules[0].parameters() if p.requires_grad)
+            param.main_grad.view(-1)[0] = float("inf")
+        return losses
+
+    trainer.forward_backward = faulty
+
+
+def test_non_finite_gradients_with_a_finite_loss_are_not_applied(single_process, cache_dir,
+                                                                  tmp_path):
+    config = tiny_config("encoder", cache_dir, ["train.steps=4", "train.eval_interval=100"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    trainer = Trainer(config, tmp_path, ctx)
+    _inject(trainer, {3: "grad"})
+    assert trainer.run().status == "completed"
+    events = {r["step"]: r.get("event") for r in read_metrics(tmp_path / "metrics.jsonl")
+              if "split" not in r}
+    assert events[3] == "skipped non-finite gradients" and events[4] is None, events
+    assert all(torch.isfinite(p).all() for p in parameters(trainer).values())
+
+
+def test_skipped_steps_keep_the_lr_schedule_on_the_step_count(single_process, cache_dir,
+                                                              tmp_path):
+    """The LR (warm-up, decay, group warm-ups) follows the step count whether or not a step
+    was skipped: after two skipped steps it is the uninterrupted run's."""
+    config = tiny_config("encoder", cache_dir, ["train.steps=8", "optim.warmup_steps=4",
+                                                "train.eval_interval=100"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    Trainer(config, tmp_path / "straight", ctx).run()
+    trainer = Trainer(config, tmp_path / "skipped", ctx)
+    _inject(trainer, {1: "loss", 2: "loss"})
+    trainer.run()
+
+    def lrs(run_dir):
+        return {r["step"]: r["lr"] for r in read_metrics(run_dir / "metrics.jsonl")
+                if "split" not in r}
+    assert lrs(tmp_path / "skipped") == lrs(tmp_path / "straight")

@@ -28,6 +28,17 @@ from megatron_seqpt.recipes.stages import (
 
 
 @dataclass(frozen=True)
+class FinetuneSchedule:
+    """How long (epochs, or steps when epochs is None) and at which LR a task kind is
+    fine-tuned, and the LR of its probe."""
+
+    epochs: Optional[float]
+    steps: Optional[int]
+    lr: float
+    probe_lr: float
+
+
+@dataclass(frozen=True)
 class Scale:
     """Model and training sizes of one reproduction scale."""
 
@@ -45,12 +56,15 @@ class Scale:
     micro_batch: int
     lr: float
     evaluations: int
-    finetune_epochs: Optional[float]
-    finetune_steps: Optional[int]
-    finetune_lr: float
-    probe_lr: float
+    finetune: FinetuneSchedule
+    # The tagging task's own schedule where it differs: its examples are short and the
+    # signal (the rare tags) is sparse, so it needs more passes at little cost.
+    tagging: Optional[FinetuneSchedule] = None
     precision: str = "auto"
     restore_max_new_tokens: int = 48
+
+    def schedule(self, kind: str) -> FinetuneSchedule:
+        return self.tagging if kind == "tagging" and self.tagging else self.finetune
 
 
 SCALES = {
@@ -58,26 +72,25 @@ SCALES = {
     "micro": Scale(hidden=32, layers=1, heads=2, small_decoder_layers=1, seq_length=32,
                    decoder_seq_length=16, vocab_size=2000, encoder_steps=6, t5_steps=6,
                    continued_mlm_steps=2, global_batch=8, micro_batch=8, lr=1e-3,
-                   evaluations=2, finetune_epochs=None, finetune_steps=3, finetune_lr=1e-3,
-                   probe_lr=1e-3, restore_max_new_tokens=8),
+                   evaluations=2, finetune=FinetuneSchedule(None, 3, 1e-3, 1e-3),
+                   restore_max_new_tokens=8),
     # Minutes on a laptop: every stage really trains, findings are not expected to show.
     "tiny": Scale(hidden=128, layers=2, heads=4, small_decoder_layers=1, seq_length=128,
                   decoder_seq_length=40, vocab_size=4000, encoder_steps=150, t5_steps=150,
                   continued_mlm_steps=30, global_batch=16, micro_batch=16, lr=1e-3,
-                  evaluations=6, finetune_epochs=2.0, finetune_steps=None, finetune_lr=1e-3,
-                  probe_lr=3e-3),
-    # About an hour on 2 CPU cores (the default).
+                  evaluations=6, finetune=FinetuneSchedule(2.0, None, 1e-3, 3e-3)),
+    # The default: the largest grid 2 CPU cores finish in an afternoon (see the README).
     "small": Scale(hidden=256, layers=3, heads=4, small_decoder_layers=1, seq_length=128,
                    decoder_seq_length=40, vocab_size=4000, encoder_steps=300, t5_steps=300,
                    continued_mlm_steps=60, global_batch=16, micro_batch=16, lr=1e-3,
-                   evaluations=6, finetune_epochs=1.0, finetune_steps=None, finetune_lr=5e-4,
-                   probe_lr=3e-3),
+                   evaluations=6, finetune=FinetuneSchedule(1.0, None, 5e-4, 3e-3),
+                   tagging=FinetuneSchedule(3.0, None, 2e-3, 1e-2)),
     # A GPU cluster: BERT-base / T5-base sizes (examples/configs/base_*.yaml).
     "base": Scale(hidden=768, layers=12, heads=12, small_decoder_layers=4, seq_length=512,
                   decoder_seq_length=114, vocab_size=64000, encoder_steps=250_000,
                   t5_steps=250_000, continued_mlm_steps=25_000, global_batch=256,
-                  micro_batch=16, lr=1e-4, evaluations=50, finetune_epochs=5.0,
-                  finetune_steps=None, finetune_lr=5e-5, probe_lr=1e-3),
+                  micro_batch=16, lr=1e-4, evaluations=50,
+                  finetune=FinetuneSchedule(5.0, None, 5e-5, 1e-3)),
 }
 DEFAULT_SCALE = "small"
 UNFREEZE_FRACTION = 0.5
@@ -168,10 +181,10 @@ def stage_dir(row: str) -> str:
 
 def finetune_stage(row: str, kind: str, probe: bool, seed: int, scale: Scale,
                    tasks: dict[str, str], init_step: Optional[int] = None) -> FinetuneStage:
-    epochs = scale.finetune_epochs
-    length = [f"task.epochs={epochs}"] if epochs else \
-        ["task.epochs=null", f"train.steps={scale.finetune_steps}"]
-    extra = [*length, f"optim.lr={scale.probe_lr if probe else scale.finetune_lr}",
+    schedule = scale.schedule(kind)
+    length = [f"task.epochs={schedule.epochs}"] if schedule.epochs else \
+        ["task.epochs=null", f"train.steps={schedule.steps}"]
+    extra = [*length, f"optim.lr={schedule.probe_lr if probe else schedule.lr}",
              "optim.warmup_steps=10", "logging.log_interval=50", "logging.tensorboard=false",
              "checkpoint.keep_last=1"]
     if kind == SEQ2SEQ_TASK:
@@ -244,9 +257,9 @@ def stage_weights(stages: Sequence[Stage], scale: Scale) -> dict[str, float]:
             weights[stage.name] = accounting.run_cost(stage.config).total
         elif isinstance(stage, FinetuneStage):
             kind = stage.name.split("/")[2].rsplit("_", 1)[0]
-            epochs = scale.finetune_epochs
-            examples = (epochs * EXAMPLES_PER_EPOCH[kind] if epochs
-                        else scale.finetune_steps * 32)
+            schedule = scale.schedule(kind)
+            examples = (schedule.epochs * EXAMPLES_PER_EPOCH[kind] if schedule.epochs
+                        else schedule.steps * 32)
             cost = 6.0 * params * examples * TOKENS_PER_EXAMPLE[kind]
             weights[stage.name] = cost * (0.5 if stage.probe else 1)
         else:

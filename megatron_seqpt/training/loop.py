@@ -229,6 +229,17 @@ class Trainer:
         totals = self._global_losses(self._run_schedule(self.data.train, forward_only=False))
         return {key: evaluation.mean(total) for key, total in totals.items()}
 
+    def _non_finite(self, loss: float) -> Optional[str]:
+        """What makes this step's update unsafe: "loss", "gradients" (a finite loss can still
+        overflow in the backward pass, in bf16 above all), or None. The gradient norm is the
+        optimizer's own, over every rank that holds a part of the gradients."""
+        if not math.isfinite(loss):
+            return "loss"
+        optimizer = self.opt.optimizer
+        if optimizer.prepare_grads() or not math.isfinite(float(optimizer.get_grad_norm())):
+            return "gradients"
+        return None
+
     def train_step(self) -> dict:
         """One optimizer step; returns its metrics. A non-finite loss skips the update.
 
@@ -244,15 +255,17 @@ class Trainer:
         loss = record["loss"] = losses[self.workload.loss_keys[0]]
         if "encoder mlm loss" in losses:
             record["encoder_mlm_loss"] = losses["encoder mlm loss"]
-        if math.isfinite(loss):
+        skipped = self._non_finite(loss)
+        if skipped is None:
             _, grad_norm, _ = self.opt.optimizer.step()
-            self.opt.scheduler.step(increment=1)
             record["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
             self.state.skipped_in_a_row = 0
         else:
             self.state.skipped_in_a_row += 1
             self.state.skipped_total += 1
-            record["event"] = "skipped non-finite loss"
+            record["event"] = f"skipped non-finite {skipped}"
+        # The schedule follows the step count, skipped steps included.
+        self.opt.scheduler.step(increment=1)
         step_flops = self.workload.step_flops(self.trainable)
         self.state.step += 1
         self.state.consumed_samples += self.config.train.global_batch_size
