@@ -9,7 +9,13 @@ import pytest
 
 from megatron_seqpt import cli
 from megatron_seqpt.recipes.curves import flops_to_reach, pair_saving
-from megatron_seqpt.recipes.findings import Scores, claim_better, claim_matches, difference
+from megatron_seqpt.recipes.findings import (
+    Scores,
+    claim_better,
+    claim_matches,
+    difference,
+    measurable,
+)
 from megatron_seqpt.recipes.reproduce_grid import (
     ENCODER_ROWS,
     EQUAL_COMPUTE_ROW,
@@ -44,6 +50,16 @@ def test_verdicts_weigh_differences_against_the_seed_spread():
     assert claim_better([difference(b, a)]) == "does not hold"
     assert claim_matches(difference(noisy, a)) == "holds"
     assert claim_matches(difference(b, a)) == "does not hold"
+
+
+def test_models_at_the_baseline_make_no_verdict():
+    """Two T5s that both generate worse than copying the source "match" each other; that
+    says nothing about the recipe."""
+    warm, scratch = Scores((1.2, 1.1, 1.3)), Scores((0.9, 1.0, 0.8))
+    verdict = claim_matches(difference(warm, scratch))
+    assert verdict == "holds"
+    assert measurable(verdict, [warm, scratch], baseline=85.2) == "not measurable"
+    assert measurable(verdict, [warm, scratch], baseline=1.15) == "holds"
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-Verdict = Literal["holds", "does not hold", "within noise"]
+Verdict = Literal["holds", "does not hold", "within noise", "not measurable"]
 # A difference of means counts when it exceeds this many standard errors of the difference.
 NOISE_SIGMAS = 2.0
 
@@ -76,3 +76,9 @@ def claim_better(differences: Sequence[Difference]) -> Verdict:
 def claim_matches(d: Difference) -> Verdict:
     """"a matches b": holds unless a is significantly worse."""
     return "does not hold" if d.sign < 0 else "holds"
+
+
+def measurable(verdict: Verdict, scores: Sequence[Scores], baseline: float) -> Verdict:
+    """A comparison among models none of which beats the task's baseline (the majority class,
+    copying the source) measures nothing: the verdict becomes "not measurable"."""
+    return verdict if any(s.mean > baseline for s in scores) else "not measurable"

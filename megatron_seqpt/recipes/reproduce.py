@@ -68,4 +68,5 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
     if only or not finished or launch_env.detect().rank != 0:
         return None
     return write_report(output, scale_name, scale, seeds, timings,
-                        time.perf_counter() - started, {**DEFAULT_TASKS, **(tasks or {})})
+                        time.perf_counter() - started, {**DEFAULT_TASKS, **(tasks or {})},
+                        [stage.name for stage in stages])

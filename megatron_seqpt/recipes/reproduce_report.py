@@ -3,6 +3,7 @@ line per claim), loss_vs_flops.png and task_scores.png."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -66,6 +67,18 @@ def _main(scores: dict, row: str, key: str) -> Optional[Scores]:
     return Scores(tuple(entry["metrics"][MAIN_METRIC[task]])) if entry else None
 
 
+def _baseline(scores: dict, row: str, key: str) -> float:
+    """The baseline's main metric on the task of ``key``."""
+    return scores[row][key]["baseline"]["metrics"][MAIN_METRIC[key.rsplit("_", 1)[0]]]
+
+
+def _unmeasured(verdict: str, scores: dict, row: str, key: str) -> str:
+    if verdict != "not measurable":
+        return ""
+    entry = scores[row][key]["baseline"]
+    return f" (no model beats the baseline, {entry['name']}: {_baseline(scores, row, key):.3f})"
+
+
 def _compute(pre: dict) -> dict:
     """Pair totals, and the measured saving: where each warm-started T5 first reaches the
     from-scratch T5's final validation loss."""
@@ -97,6 +110,9 @@ def _verdicts(scores: dict, compute: dict, seeds: int) -> dict:
     classification = [findings.difference(mlm_cls, _main(scores, row, "classification_full"))
                       for row in extracted if mlm_cls and _main(scores, row, "classification_full")]
     verdict = findings.claim_better(tagging)
+    if mlm_tag:
+        verdict = findings.measurable(verdict, [mlm_tag], _baseline(scores, "mlm",
+                                                                   "tagging_full"))
     particularly = bool(tagging and classification) and (
         sum(d.delta for d in tagging) / len(tagging)
         > sum(d.delta for d in classification) / len(classification))
@@ -107,18 +123,20 @@ def _verdicts(scores: dict, compute: dict, seeds: int) -> dict:
         "line": f"MLM encoder better than every extracted encoder on tagging "
                 f"({MAIN_METRIC['tagging']}): {verdict}{caveat}; the gap is "
                 f"{'larger' if particularly else 'not larger'} on tagging than on "
-                f"classification"}
+                f"classification" + _unmeasured(verdict, scores, "mlm", "tagging_full")}
     # 2. The warm-started T5 (unfrozen partway) matches T5 from scratch on the seq2seq task.
     warm, scratch = (_main(scores, row, f"{SEQ2SEQ_TASK}_full")
                      for row in ("t5_warm_unfreeze", "t5_scratch"))
     if warm and scratch:
         d = findings.difference(warm, scratch)
-        verdict = findings.claim_matches(d)
+        verdict = findings.measurable(findings.claim_matches(d), [warm, scratch],
+                                      _baseline(scores, "t5_scratch", f"{SEQ2SEQ_TASK}_full"))
         verdicts["warm_start_matches_scratch"] = {
             "verdict": verdict, "delta": d.delta, "noise": d.noise,
             "line": f"warm-started T5 (unfrozen at {UNFREEZE_FRACTION:.0%}) matches T5 from "
                     f"scratch on {SEQ2SEQ_TASK} ({MAIN_METRIC[SEQ2SEQ_TASK]} "
-                    f"{warm.describe(2)} vs {scratch.describe(2)}): {verdict}{caveat}"}
+                    f"{warm.describe(2)} vs {scratch.describe(2)}): {verdict}{caveat}"
+                    + _unmeasured(verdict, scores, "t5_scratch", f"{SEQ2SEQ_TASK}_full")}
     # 3. Both models for about a quarter less compute.
     measured = compute["warm"]["t5_warm_unfreeze"]["pair_saving_to_target"]
     if measured is None:
@@ -134,15 +152,19 @@ def _verdicts(scores: dict, compute: dict, seeds: int) -> dict:
 
 
 def write_report(root: Path, scale_name: str, scale: Scale, seeds: int, timings: dict,
-                 seconds: float, tasks: dict[str, str]) -> dict:
+                 seconds: float, tasks: dict[str, str], stage_names: list[str]) -> dict:
+    """``seconds``: this invocation's time; ``timings``: seconds per stage over every
+    invocation (a resumed grid's stages ran in several)."""
     pre = _pretraining(root, timings)
     encoders = _task_scores(root, ENCODER_ROWS, ENCODER_TASKS, ("full", "probe"))
     seq2seq = _task_scores(root, (*SEQ2SEQ_ROWS, EQUAL_COMPUTE_ROW), (SEQ2SEQ_TASK,),
                            ("full",))
     scores = {**encoders, **seq2seq}
     compute = _compute(pre)
-    report = {"scale": scale_name, "settings": scale.__dict__, "seeds": seeds, "tasks": tasks,
-              "seconds": seconds, "pretraining": pre, "encoder_tasks": encoders,
+    report = {"scale": scale_name, "settings": dataclasses.asdict(scale), "seeds": seeds,
+              "tasks": tasks, "seconds": seconds,
+              "stage_seconds": sum(timings.get(name, 0.0) for name in stage_names),
+              "pretraining": pre, "encoder_tasks": encoders,
               "seq2seq_tasks": seq2seq, "compute": compute,
               "verdicts": _verdicts(scores, compute, seeds)}
     (root / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -165,10 +187,17 @@ def _markdown(report: dict) -> str:
         f"# Reproduction at scale {report['scale']}", "",
         f"Hidden size {s['hidden']}, {s['layers']} layers per stack, "
         f"{s['encoder_steps']} MLM / {s['t5_steps']} T5 steps, global batch "
-        f"{s['global_batch']}; {report['seeds']} fine-tuning seed(s) per task (mean ± sd); "
-        f"{report['seconds'] / 60:.0f} min here (wall-clock on a shared machine is noisy).", "",
+        f"{s['global_batch']}; fine-tuning {_schedule(s['finetune'])}"
+        + (f", tagging {_schedule(s['tagging'])}" if s.get("tagging") else "")
+        + f"; {report['seeds']} fine-tuning seed(s) per task (mean ± sd). The stages took "
+        f"{report['stage_seconds'] / 60:.0f} min in all (timings.json; wall-clock on a shared "
+        "machine is noisy).", "",
         "## Findings", ""]
     lines += [f"- {v['line']}" for v in verdicts.values()]
+    lines += ["", "Rows whose fine-tuned models beat their task's baseline (mean over seeds; "
+              "among models at the baseline a comparison says little): "
+              + "; ".join(f"{key.replace('_', ' ')} {above}/{total}"
+                          for key, (above, total) in _above_baseline(scores).items()) + "."]
     lines += ["", "## Pre-training", "",
               "| row | what | steps | executed FLOPs | final valid loss |",
               "|---|---|---:|---:|---:|"]
@@ -219,6 +248,25 @@ def _markdown(report: dict) -> str:
     lines += ["", "![validation loss against FLOPs](loss_vs_flops.png)", "",
               "![task scores](task_scores.png)", ""]
     return "\n".join(lines)
+
+
+def _schedule(schedule: dict) -> str:
+    length = f"{schedule['epochs']:g} epoch(s)" if schedule["epochs"] else \
+        f"{schedule['steps']} steps"
+    return f"{length} at lr {schedule['lr']:g} (probe {schedule['probe_lr']:g})"
+
+
+def _above_baseline(scores: dict) -> dict[str, tuple[int, int]]:
+    """Per task and mode: how many rows beat the baseline on the main metric."""
+    counts: dict[str, list[int]] = {}
+    for row_scores in scores.values():
+        for key, entry in row_scores.items():
+            metric = MAIN_METRIC[key.rsplit("_", 1)[0]]
+            mean = sum(entry["metrics"][metric]) / len(entry["metrics"][metric])
+            count = counts.setdefault(key, [0, 0])
+            count[0] += mean > entry["baseline"]["metrics"][metric]
+            count[1] += 1
+    return {key: (above, total) for key, (above, total) in sorted(counts.items())}
 
 
 def _baseline_line(scores: dict, row: str, keys: tuple[str, ...]) -> list[str]:
