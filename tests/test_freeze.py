@@ -118,3 +118,30 @@ def test_optimizer_rebuild_keeps_the_state(single_process, cache_dir, tmp_path):
     for (name, a), (_, b) in zip(plain.modules[0].named_parameters(),
                                  rebuilt.modules[0].named_parameters()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("beta2", [0.98, 0.999])
+def test_first_updates_after_an_unfreeze_are_nominal_size(beta2, single_process, cache_dir,
+                                                          tmp_path):
+    """Newly trainable parameters start with zero Adam moments while the step count is the
+    run's; left so, their updates grow to (1 - beta1^k) / sqrt(1 - beta2^k) times the LR (1.5x
+    at beta2 0.98, 6x at 0.999, k steps in). They must get Adam's own start: about the LR per
+    element from the first update on, as for parameters trained from step 1."""
+    config = tiny_config("t5", cache_dir, [
+        "train.steps=40", "optim.decay_style=constant", "optim.warmup_steps=0",
+        f"optim.adam_beta2={beta2}", "optim.weight_decay=0", "model.hidden_dropout=0",
+        "model.attention_dropout=0", "train.eval_interval=1000",
+        "freeze.encoder.frozen=true", "freeze.encoder.unfreeze_at_step=30"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    trainer = Trainer(config, tmp_path, ctx)
+    ratios = []
+    while trainer.state.step < 38:
+        before = {n: p.detach().clone() for n, p in trainer.modules[0].named_parameters()
+                  if n.startswith("encoder.")}
+        trainer.train_step()
+        if trainer.state.step > 30:  # the steps after the unfreeze
+            change = max((p.detach() - before[n]).abs().max().item()
+                         for n, p in trainer.modules[0].named_parameters() if n in before)
+            ratios.append(change / config.optim.lr)
+    assert ratios[0] == pytest.approx(1.0, abs=0.05), ratios  # Adam's first step: lr x sign(g)
+    assert max(ratios) < 1.3, ratios

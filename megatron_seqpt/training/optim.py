@@ -11,6 +11,7 @@ unfreezes. Frozen parameters (``requires_grad=False``) are in neither DDP nor th
 from __future__ import annotations
 
 import gc
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional
@@ -50,16 +51,38 @@ for _module in (mcore_optimizer, mcore_distrib_optimizer):
 
 
 class GroupScheduler(OptimizerParamScheduler):
-    """megatron-core's warm-up/decay schedule, times each freeze group's own warm-up."""
+    """megatron-core's warm-up/decay schedule, times each freeze group's own warm-up and the
+    Adam start of a group that begins training mid-run.
 
-    def __init__(self, *args, freeze: FreezeSchedule, **kwargs):
+    megatron-core keeps one Adam step count for all parameters, so a group unfrozen after u
+    steps takes the run's count t with zero moments: Adam's bias correction, meant for k steps
+    of history, is that of t, and its updates grow to (1 - b1^k) / sqrt(1 - b2^k) times the LR
+    (6x at b2 = 0.999). Scaling the group's LR by the ratio of the corrections for k and for t
+    gives exactly the update of an Adam started at the unfreeze (eps aside)."""
+
+    def __init__(self, *args, freeze: FreezeSchedule, betas: tuple[float, float], **kwargs):
         self.freeze = freeze  # read by get_lr, which the base constructor already calls
+        self.betas = betas
         super().__init__(*args, **kwargs)
 
     def get_lr(self, param_group: dict) -> float:
         lr = super().get_lr(param_group)
         group = param_group.get("freeze_group")
-        return lr if group is None else lr * self.freeze.lr_factor(group, self.num_steps)
+        if group is None:
+            return lr
+        return lr * self.freeze.lr_factor(group, self.num_steps) * self.adam_start(group)
+
+    def adam_start(self, group: str) -> float:
+        """LR factor for the group's next update (see the class docstring); 1.0 for a group
+        that trained from the start."""
+        start = self.freeze.plans[group].trainable_from
+        if math.isinf(start) or self.num_steps < start:
+            return 1.0
+        t = self.num_steps + 1  # the update about to be made, counted as the optimizer does
+        k = self.num_steps - start + 1  # its number in the group's own history
+        beta1, beta2 = self.betas
+        return ((1 - beta1 ** t) / (1 - beta1 ** k)) * math.sqrt((1 - beta2 ** k)
+                                                                 / (1 - beta2 ** t))
 
     def base_lr(self) -> float:
         """The schedule's LR without group multipliers (what the metrics report)."""
@@ -138,7 +161,7 @@ def build_optimization(modules: list[torch.nn.Module], optim: OptimConfig,
         # On resume the config's schedule wins (raise train.steps to extend a run); only the
         # step count comes from the checkpoint.
         override_opt_param_scheduler=True, use_checkpoint_opt_param_scheduler=False,
-        freeze=freeze)
+        freeze=freeze, betas=(optim.adam_beta1, optim.adam_beta2))
     return Optimization(chunks, optimizer, scheduler)
 
 

@@ -6,8 +6,8 @@ state: the fp32 main weights, both moments and the step count, taken out per par
 tensors (gathered over the data-parallel group for the distributed optimizer, whose ranks each
 hold a slice) and put back into the new optimizer, sliced again to the new layout. Newly
 trainable parameters start with zero moments and the run's step count (megatron-core keeps one
-step for all parameters; with zero moments the first updates are small, and the unfreeze
-warm-up starts their LR at 0).
+step for all parameters); their group's LR carries the correction that makes those updates the
+ones of an Adam started at the unfreeze (optim.GroupScheduler.adam_start).
 
 megatron-core 0.16.1 has no public call for this; the per-parameter accessors used here are the
 ones its own fully-reshardable checkpoint format is built on.
