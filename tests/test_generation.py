@@ -203,7 +203,7 @@ def test_cached_cross_attention_leaves_training_as_it_was(world, monkeypatch):
     assert shapes[0] == shapes[1]
     assert ours.sharded_state_dict().keys() == before.sharded_state_dict().keys()
     before.load_state_dict(ours.state_dict())
-    batch = next(build_training_data(config, world[1]).train)
+    batch = next(build_training_data(config, world[1])[0].train)
     results = []
     for model in (ours, before):
         model.train()

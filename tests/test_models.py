@@ -22,7 +22,7 @@ def model_and_batch(kind, cache_dir, local_attention="sdpa"):
     config = tiny_config(kind, cache_dir, ["model.hidden_dropout=0", "model.attention_dropout=0",
                                            f"model.local_attention={local_attention}"])
     ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
-    data = build_training_data(config, ctx)
+    data, _ = build_training_data(config, ctx)
     impl = choose_impl("local", local_attention, ctx.backend)
     model = build_model(config.model, config.parallel, 2048, "fp32", impl, ctx.backend)
     return model, impl, next(data.train)

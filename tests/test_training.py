@@ -275,3 +275,32 @@ def test_skipped_steps_keep_the_lr_schedule_on_the_step_count(single_process, ca
         return {r["step"]: r["lr"] for r in read_metrics(run_dir / "metrics.jsonl")
                 if "split" not in r}
     assert lrs(tmp_path / "skipped") == lrs(tmp_path / "straight")
+
+
+def test_extending_a_run_keeps_the_order_of_the_samples_it_was_planned_with(
+        single_process, cache_dir, tmp_path):
+    """Raising train.steps on resume: the sample count fed megatron-core's shuffle, so the run
+    must keep the order its checkpoint's position points into, and draw the extra samples
+    afresh rather than wrap around to the ones already seen."""
+    config = tiny_config("encoder", cache_dir, ["train.steps=4", "train.eval_interval=100"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    first = Trainer(config, tmp_path, ctx)
+    planned = 4 * config.train.global_batch_size
+    drawn = len(first.data.train.dataset)  # megatron-core may draw a few more than asked
+    seen = [first.data.train.dataset[i]["text"] for i in range(drawn)]
+    first.run()
+    # Far enough to take several epochs of some languages' data: megatron-core then shuffles
+    # over more epochs, and a dataset built for the new count has another order.
+    longer = tiny_config("encoder", cache_dir, ["train.steps=400", "train.eval_interval=100"])
+    extended = Trainer(longer, tmp_path, ctx)
+    assert extended.state.step == 4 and extended.data.train.consumed_samples == planned
+    dataset = extended.data.train.dataset
+    assert len(dataset) >= drawn + 396 * config.train.global_batch_size
+    for i in range(drawn):
+        assert (dataset[i]["text"] == seen[i]).all(), i
+    fresh = [dataset[drawn + i]["text"] for i in range(planned)]
+    assert sum((a == b).all() for a, b in zip(fresh, seen)) < planned // 2
+    extended.train_step()
+    extended.save_checkpoint()
+    assert ckpt.content_metadata(ckpt.resolve(tmp_path))["train_samples"] == \
+        [planned, 396 * config.train.global_batch_size]

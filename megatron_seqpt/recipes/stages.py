@@ -128,9 +128,10 @@ def _finetune(stage: FinetuneStage, run_dir: Path, root: Path) -> str:
     return result.status
 
 
-# Effective training FLOP/s of the grid's small-scale stages on 2 CPU cores (21-160 GFLOP/s,
-# measured): turns FLOP weights into a first estimate before any stage has run.
-CPU_FLOPS_PER_S = 6e10
+# Effective FLOP/s of the grid's small-scale stages on 2 CPU cores, measured: 21-75 GFLOP/s
+# for pre-training, 25-37 for fine-tuning with its start-up and scoring. Turns FLOP weights
+# into a first estimate before any stage has run.
+CPU_FLOPS_PER_S = 4e10
 
 
 @dataclass

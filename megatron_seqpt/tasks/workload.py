@@ -101,7 +101,8 @@ class FinetuneWorkload(Workload):
             return seq2seq_collate(multiple, data.seq_length, data.decoder_seq_length)
         return encoder_collate(multiple, data.seq_length)
 
-    def build_data(self, ctx: DistributedContext) -> RunData:
+    def build_data(self, ctx: DistributedContext, resumed: Optional[dict] = None) -> RunData:
+        # Each epoch has an order of its own (EpochShuffled): a longer run keeps the first ones.
         config = self.config
         tokenizer = tokenizer_for(config)
         splits = load_splits(config.task)

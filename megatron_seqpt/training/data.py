@@ -4,7 +4,9 @@ datasets, built once and cached), blended samples, per-rank streams."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Sequence
 
+import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
@@ -19,7 +21,20 @@ from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokeni
 from megatron_seqpt.training.workload import RunData
 
 
-def build_training_data(config: RunConfig, ctx: DistributedContext) -> RunData:
+def train_segments(planned: Optional[Sequence[int]], needed: int) -> list[int]:
+    """Sample counts of the training data's parts: those a resumed run was planned with (its
+    checkpoint's position points into their order), then the samples a raised
+    ``train.steps`` needs beyond them."""
+    segments = list(planned or [])
+    if sum(segments) < needed:
+        segments.append(needed - sum(segments))
+    return segments
+
+
+def build_training_data(config: RunConfig, ctx: DistributedContext,
+                        planned: Optional[Sequence[int]] = None) -> tuple[RunData, list[int]]:
+    """This rank's streams, and the sample counts the training data was built from (for the
+    checkpoints; ``planned``: those of the checkpoint being resumed)."""
     data, train = config.data, config.train
     # The main rank builds (or finds) the prepared data; the others then find it cached.
     if ctx.is_main:
@@ -34,20 +49,32 @@ def build_training_data(config: RunConfig, ctx: DistributedContext) -> RunData:
             f"{prepared.tokenizer_model} has {tokenizer.vocab_size} pieces; set "
             "model.vocab_size to null (take the tokenizer's) or use the matching tokenizer")
     eval_samples = train.eval_steps * train.global_batch_size
-    datasets = build_sample_datasets(
-        config.model.kind, prepared.prefixes, tokenizer, data,
-        (train.steps * train.global_batch_size, eval_samples, 0), seed=train.seed,
-        cache_dir=Path(data.cache_dir).expanduser() / "samples")
+    segments = train_segments(planned, train.steps * train.global_batch_size)
+    cache = Path(data.cache_dir).expanduser() / "samples"
+    datasets = build_sample_datasets(config.model.kind, prepared.prefixes, tokenizer, data,
+                                     (segments[0], eval_samples, 0), seed=train.seed,
+                                     cache_dir=cache)
     log("languages (sampling weight): " + ", ".join(
         f"{lang} {weight:.3f}" for lang, weight in datasets.weights.items()))
+    parts = [datasets.train]
+    # A dataset built for a larger count would be shuffled otherwise; the extra samples are
+    # drawn afresh (seed + part) instead of wrapping around to those already seen.
+    for part, count in enumerate(segments[1:], 1):
+        parts.append(build_sample_datasets(config.model.kind, prepared.prefixes, tokenizer,
+                                           data, (count, 0, 0), seed=train.seed + part,
+                                           cache_dir=cache).train)
+    if len(parts) > 1:
+        log(f"training data in {len(parts)} parts of {', '.join(map(str, segments))} samples: "
+            "the order the run was planned with, then samples for the raised train.steps")
     rank = parallel_state.get_data_parallel_rank()
     size = parallel_state.get_data_parallel_world_size()
     workers = data.loader_workers if data.loader_workers is not None else \
         (2 if ctx.backend.cuda else 0)
-    stream = BatchStream(datasets.train, train.micro_batch_size, rank, size, num_workers=workers)
+    train_data = parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
+    stream = BatchStream(train_data, train.micro_batch_size, rank, size, num_workers=workers)
     valid = None
     if datasets.valid is not None:
         valid = lambda: BatchStream(datasets.valid, train.micro_batch_size, rank, size)  # noqa: E731
     else:
         log(f"data.split '{data.split}' has no validation part: evaluation is skipped")
-    return RunData(tokenizer, stream, valid, train.eval_steps)
+    return RunData(tokenizer, stream, valid, train.eval_steps), segments

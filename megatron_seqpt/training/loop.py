@@ -70,7 +70,11 @@ class Trainer:
         # Seeded here as well as at start-up: a trainer built later in the same process
         # (tests, multi-stage recipes) starts from the same random state as a fresh process.
         seed_everything(config.train.seed)
-        self.data = self.workload.build_data(ctx)
+        self.checkpoints = ckpt.CheckpointManager(self.run_dir, config.checkpoint.keep_last)
+        self.checkpoints.remove_partial()
+        resume_from = self._resume_source(resume)
+        self.data = self.workload.build_data(
+            ctx, ckpt.content_metadata(resume_from) if resume_from else None)
         # The workload may have settled data-dependent values (an epoch count in steps).
         self.config = config = self.workload.config
         self.vocab_size = padded_vocab_size(self.data.vocab_size, ctx.tensor_parallel)
@@ -82,10 +86,7 @@ class Trainer:
         self.forward_step = self.workload.forward_step(self.impl, self.device,
                                                        self._encoder_frozen)
         self.state = TrainState()
-        self.checkpoints = ckpt.CheckpointManager(self.run_dir, config.checkpoint.keep_last)
         self._describe()
-        self.checkpoints.remove_partial()
-        resume_from = self._resume_source(resume)
         # DDP and optimizer hold the groups that train at the step the run starts from (for a
         # resumed run, those of the checkpoint); the schedule takes over from the next step.
         self.trainable: dict[str, bool] = {}

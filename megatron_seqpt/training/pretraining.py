@@ -33,6 +33,7 @@ class PretrainWorkload(Workload):
         super().__init__(config)
         self.masking: Optional[EncoderMasking] = None
         self.flops: Optional[FlopModel] = None
+        self.train_samples: list[int] = []  # the training data's parts (see training/data.py)
         if config.model.kind == "t5" and config.model.encoder_mlm_weight:
             # The encoder MLM variant reports its second loss.
             self.loss_keys = ("lm loss", "encoder mlm loss")
@@ -40,8 +41,9 @@ class PretrainWorkload(Workload):
     def _pipelined_t5(self, ctx: DistributedContext) -> bool:
         return self.config.model.kind == "t5" and ctx.pipeline_parallel > 1
 
-    def build_data(self, ctx: DistributedContext) -> RunData:
-        data = build_training_data(self.config, ctx)
+    def build_data(self, ctx: DistributedContext, resumed: Optional[dict] = None) -> RunData:
+        data, self.train_samples = build_training_data(
+            self.config, ctx, (resumed or {}).get("train_samples"))
         if self.config.model.kind == "t5" and self.config.model.encoder_mlm_weight:
             self.masking = EncoderMasking(data.tokenizer.mask,
                                           torch.from_numpy(data.tokenizer.ordinary_ids),
@@ -78,6 +80,9 @@ class PretrainWorkload(Workload):
         # A pipelined T5 sends the encoder and decoder states packed along the sequence.
         data = self.config.data
         return data.seq_length + (data.decoder_seq_length if self._pipelined_t5(ctx) else 0)
+
+    def metadata(self) -> dict:
+        return {"train_samples": self.train_samples}
 
     def model_metadata(self, vocab_size: int) -> dict:
         return ckpt.model_shape(self.config.model, vocab_size)

@@ -47,9 +47,11 @@ class Workload(abc.ABC):
         self.config = config
 
     @abc.abstractmethod
-    def build_data(self, ctx: DistributedContext) -> RunData:
+    def build_data(self, ctx: DistributedContext, resumed: Optional[dict] = None) -> RunData:
         """This rank's streams. May settle config values that depend on the data (e.g. the
-        step count of an epoch-based fine-tuning run) by replacing ``self.config``."""
+        step count of an epoch-based fine-tuning run) by replacing ``self.config``.
+        ``resumed``: the metadata of the checkpoint the run continues from, whose recorded
+        data position must point into the same order."""
 
     @abc.abstractmethod
     def build_modules(self, ctx: DistributedContext, vocab_size: int, precision: str,
