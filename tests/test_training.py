@@ -184,13 +184,18 @@ def test_preemption_signal_checkpoints_and_exits_zero(cache_dir, tmp_path):
     assert json.loads((run_dir / "result.json").read_text())["step"] == stopped_at + 1
 
 
+def saving_config(cache_dir: Path, *, steps: int, save_interval: int, keep_last: int):
+    return tiny_config("encoder", cache_dir, [f"train.steps={steps}",
+                                              f"checkpoint.save_interval={save_interval}",
+                                              f"checkpoint.keep_last={keep_last}",
+                                              "train.eval_interval=100"])
+
+
 def test_broken_latest_pointer_is_refused_and_nothing_is_lost(single_process, cache_dir,
                                                               tmp_path):
     """A `latest` naming a missing checkpoint, or checkpoints without a `latest`, must not
     restart the run from scratch (which rewrites metrics.jsonl and prunes the checkpoints)."""
-    config = tiny_config("encoder", cache_dir, ["train.steps=4", "checkpoint.save_interval=2",
-                                                "checkpoint.keep_last=1",
-                                                "train.eval_interval=100"])
+    config = saving_config(cache_dir, steps=4, save_interval=2, keep_last=1)
     ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
     Trainer(config, tmp_path, ctx).run()
     root = tmp_path / "checkpoints"
@@ -209,17 +214,13 @@ def test_pruning_never_deletes_checkpoints_newer_than_the_one_written(single_pro
                                                                       cache_dir, tmp_path):
     """Pointed back at an older checkpoint, a run keeps the newer ones it did not write, and
     steps past 9,999,999 sort by number, not by name."""
-    config = tiny_config("encoder", cache_dir, ["train.steps=3", "checkpoint.save_interval=1",
-                                                "checkpoint.keep_last=0",
-                                                "train.eval_interval=100"])
+    config = saving_config(cache_dir, steps=3, save_interval=1, keep_last=0)
     ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
     Trainer(config, tmp_path, ctx).run()
     root = tmp_path / "checkpoints"
     shutil.copytree(root / "step_0000003", root / ckpt.step_dir_name(10_000_000))
     (root / "latest").write_text("step_0000001\n")
-    config = tiny_config("encoder", cache_dir, ["train.steps=2", "checkpoint.save_interval=1",
-                                                "checkpoint.keep_last=1",
-                                                "train.eval_interval=100"])
+    config = saving_config(cache_dir, steps=2, save_interval=1, keep_last=1)
     assert Trainer(config, tmp_path, ctx).run().step == 2
     assert (root / "latest").read_text().strip() == "step_0000002"
     left = sorted(p.name for p in root.glob("step_*"))
