@@ -37,6 +37,21 @@ def test_t5_counts_and_frozen_encoder_costs_forward_only():
     assert saving == pytest.approx((2 * 576 + 240) / (3 * (576 + 1328 + 240)))
 
 
+def test_t5_encoder_mlm_variant_counts_an_mlm_head_on_the_encoder():
+    """The variant adds the MLM encoder's head work to T5: the difference in heads equals the
+    MLM encoder's heads of the same shape (its tied projection spent like the encoder's)."""
+    t5 = ModelConfig(kind="t5", hidden_size=4, encoder=STACK, decoder=STACK)
+    plain = FlopModel.build(t5, 10, 2, 3, 1, 0.5)
+    variant = FlopModel.build(ModelConfig(**{**t5.__dict__, "encoder_mlm_weight": 0.5}),
+                              10, 2, 3, 1, 0.5)
+    encoder = FlopModel.build(ModelConfig(kind="encoder", hidden_size=4, encoder=STACK), 10, 2,
+                              3, 1, 0.5)
+    assert variant.forward["heads"] - plain.forward["heads"] == encoder.forward["heads"]
+    assert variant.projection - plain.projection == encoder.projection
+    assert {k: v for k, v in variant.forward.items() if k != "heads"} == \
+        {k: v for k, v in plain.forward.items() if k != "heads"}
+
+
 def test_t5_pipeline_split_balances_forward_flops():
     from itertools import combinations
 

@@ -113,6 +113,31 @@ def test_encoder_mlm_loss_variant_learns(single_process, cache_dir, tmp_path):
     assert any(n.startswith("encoder_mlm_head.") for n in names)
 
 
+def test_encoder_mlm_objective_does_not_depend_on_the_micro_batch_split():
+    """The schedule sums each micro-batch's loss and divides by the global decoder token
+    count; the MLM term must be a per-token sum too, so one micro-batch of 4 samples and two
+    of 2 (any layout) train on the same objective."""
+    from megatron_seqpt.models.forward import seq2seq_with_encoder_mlm_loss
+
+    generator = torch.Generator().manual_seed(0)
+    decoder = torch.rand(4, 6, generator=generator)
+    loss_mask = (torch.rand(4, 6, generator=generator) < 0.7).float()
+    # Masked encoder positions per sample, unevenly spread (as BERT masking draws them).
+    mlm = [torch.rand(n, generator=generator) for n in (1, 7, 3, 2)]
+
+    def objective(splits):
+        total, tokens = 0.0, 0
+        for rows in splits:
+            loss, count, _ = seq2seq_with_encoder_mlm_loss(
+                loss_mask[rows], 0.5, (decoder[rows], torch.cat([mlm[r] for r in rows])))
+            total, tokens = total + loss, tokens + count
+        return float(total / tokens)
+
+    whole = objective([[0, 1, 2, 3]])
+    assert objective([[0, 1], [2, 3]]) == pytest.approx(whole, rel=1e-6)
+    assert objective([[0], [1], [2], [3]]) == pytest.approx(whole, rel=1e-6)
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_reports(single_process, tmp_path):
     report = run_demo(tmp_path, DemoSettings(encoder_steps=6, seq2seq_steps=6, hidden_size=64,

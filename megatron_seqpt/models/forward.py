@@ -92,12 +92,14 @@ def t5_output(model: torch.nn.Module, batch: Batch, impl: LayerImpl,
 
 
 def seq2seq_with_encoder_mlm_loss(loss_mask: torch.Tensor, weight: float, outputs):
-    """The seq2seq loss plus ``weight`` x the encoder MLM loss, each a mean over its own tokens
-    within the micro-batch (the schedule then divides by the decoder token count)."""
+    """The seq2seq loss plus the encoder MLM loss, both sums over tokens, a masked encoder
+    token weighing ``weight`` times a decoder token (the schedule divides the sum by the
+    global decoder token count). Sums keep the objective the same for every micro-batch split
+    and data-parallel layout; a per-micro-batch mean would weigh micro-batches unevenly."""
     decoder_losses, mlm_losses = outputs
     loss_sum, num_tokens, report = masked_token_loss(loss_mask, decoder_losses)
     mlm_sum, mlm_tokens = mlm_losses.sum(), float(mlm_losses.numel())
-    total = loss_sum + weight * mlm_sum * num_tokens.float() / max(mlm_tokens, 1.0)
+    total = loss_sum + weight * mlm_sum
     report["encoder mlm loss"] = torch.stack([mlm_sum.detach().clone(),
                                               mlm_sum.new_tensor(mlm_tokens)])
     return total, num_tokens, report

@@ -8,8 +8,9 @@ of [m, k] x [k, n] is 2mkn; elementwise work, norms and softmax are left out, as
 - decoder layer, per decoder token: the same with s_dec, plus cross-attention 4h^2 (query and
   output projections) + 4 s_enc h, and per encoder token the key/value projections 4h^2;
 - heads: the vocabulary projection 2 h V per predicted token (the MLM encoder projects only the
-  masked positions: ``mlm_prediction_fraction`` of its tokens; T5 every decoder position), and
-  for the MLM head its dense layer 2 h^2 per predicted token;
+  masked positions: ``mlm_prediction_fraction`` of its tokens; T5 every decoder position, plus
+  the masked encoder positions in the encoder-MLM variant), and for an MLM head its dense
+  layer 2 h^2 per predicted token;
 - embeddings: lookups, no matmul FLOPs.
 
 Backward: a component whose weights train costs a weight-gradient pass (as large as its
@@ -75,6 +76,10 @@ class FlopModel:
                 dec_tokens * per_dec_token + enc_tokens * 4.0 * h * h)
             projection = dec_tokens * 2.0 * h * vocab_size
             forward["heads"] = projection
+            if model.encoder_mlm_weight:  # an MLM head on the encoder, as the MLM encoder's
+                predicted = enc_tokens * mlm_prediction_fraction
+                projection += predicted * 2.0 * h * vocab_size
+                forward["heads"] += predicted * 2.0 * h * h + predicted * 2.0 * h * vocab_size
         return cls(forward, projection)
 
     def step(self, trainable: Mapping[str, bool]) -> dict[str, float]:
