@@ -186,7 +186,10 @@ def test_interrupted_tool_leaves_no_output(tmp_path, signum, workers):
         [sys.executable, str(ROOT / "tools/preprocess_data.py"), "--input", str(pipe),
          "--output-prefix", str(out / "x"), "--tokenizer-model", str(tokenizer_model()),
          "--workers", str(workers), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A test run started in the background (nohup, `&` in a script) passes SIGINT on as
+        # ignored, and Python then keeps ignoring it; the tool must see Ctrl-C as a user would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     release = threading.Event()
 
     def feed():
