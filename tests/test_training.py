@@ -151,7 +151,13 @@ def test_cli_refuses_layout_that_does_not_fit(tmp_path):
     assert "world size 1 is not divisible" in result.stderr
 
 
-def test_preemption_signal_checkpoints_and_exits_zero(cache_dir, tmp_path):
+def _restore_ctrl_c() -> None:
+    """Started from a background test run, the child would inherit Ctrl-C as ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_preemption_signal_checkpoints_and_exits_zero(stop, cache_dir, tmp_path):
     config_path = tmp_path / "config.yaml"
     from megatron_seqpt.config import dump
 
@@ -162,13 +168,13 @@ def test_preemption_signal_checkpoints_and_exits_zero(cache_dir, tmp_path):
                str(config_path), "--run-dir", str(run_dir)]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=_restore_ctrl_c)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (
             metrics.exists() and len(train_losses(run_dir)) >= 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     result = json.loads((run_dir / "result.json").read_text())
@@ -182,6 +188,31 @@ def test_preemption_signal_checkpoints_and_exits_zero(cache_dir, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"at step {stopped_at}" in again.stdout
     assert json.loads((run_dir / "result.json").read_text())["step"] == stopped_at + 1
+
+
+def test_second_ctrl_c_aborts_without_a_checkpoint(cache_dir, tmp_path):
+    config_path = tmp_path / "config.yaml"
+    from megatron_seqpt.config import dump
+
+    dump(tiny_config("encoder", cache_dir, ["train.steps=100000", "train.eval_interval=100000",
+                                            "checkpoint.save_interval=100000"]), config_path)
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    proc = subprocess.Popen([sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--config",
+                             str(config_path), "--run-dir", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=_restore_ctrl_c)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+            (run_dir / "metrics.jsonl").exists() and len(train_losses(run_dir)) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "Ctrl-C again to abort" in output and "Traceback" not in output
+    assert not list((run_dir / "checkpoints").glob("step_*"))
 
 
 def saving_config(cache_dir: Path, *, steps: int, save_interval: int, keep_last: int):

@@ -97,9 +97,12 @@ class BatchStream:
                                self.dp_size, self.consumed_samples)
         # A generator of its own: starting an iterator draws a seed from it, and drawing from
         # the global generator would shift the dropout masks of a resumed run.
+        # Workers come from a fresh forkserver process, not a fork of this one: a fork copies a
+        # training process's threads' half-held locks and state (gloo, OpenMP, the CPU layer's
+        # function mode), and such a child segfaulted at random in the first batch.
+        workers = dict(num_workers=self.num_workers, prefetch_factor=2,
+                       multiprocessing_context="forkserver") if self.num_workers else {}
         return torch.utils.data.DataLoader(
             self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn,
-            num_workers=self.num_workers, persistent_workers=False,
-            prefetch_factor=2 if self.num_workers else None,
-            generator=torch.Generator().manual_seed(0))
+            persistent_workers=False, generator=torch.Generator().manual_seed(0), **workers)
 

@@ -185,8 +185,13 @@ class CheckpointManager:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
         dist.barrier()
-        dist_checkpointing.save(state, str(partial),
-                                content_metadata={"format": FORMAT_VERSION, **metadata})
+        try:
+            dist_checkpointing.save(state, str(partial),
+                                    content_metadata={"format": FORMAT_VERSION, **metadata})
+        except BaseException:  # an error or a second Ctrl-C: leave no half-written directory
+            if self.is_main:
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
         dist.barrier()
         if self.is_main:
             write_extra(partial)

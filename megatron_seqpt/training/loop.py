@@ -191,6 +191,10 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         started = time.perf_counter()
+        # Wall time differs by rank; the checkpoint's common state must not (the slowest counts).
+        seconds = torch.tensor([self.state.train_seconds], dtype=torch.float64, device=self.device)
+        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+        self.state.train_seconds = float(seconds.item())
         state = run_state.sharded_state(self.modules, self.opt, self.state, self.data,
                                         for_loading=False, full=True,
                                         optimizer_format=self.optimizer_format)

@@ -1,4 +1,5 @@
-"""SLURM pre-emption: SIGTERM or SIGUSR1 asks the run to checkpoint and exit cleanly.
+"""Stopping on request: SIGTERM or SIGUSR1 (SLURM pre-emption, time limit) or a first Ctrl-C
+asks the run to checkpoint and exit cleanly; a second Ctrl-C aborts at once.
 
 The handler only records the request; the loop acts on it between steps, after all ranks have
 agreed (a signal may reach the ranks at different moments).
@@ -13,16 +14,22 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+from megatron_seqpt.runtime.log import log
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class PreemptionHandler:
     def __init__(self):
-        self.received: Optional[int] = None
+        # The name of the first signal received ("SIGUSR1"), None before any.
+        self.received: Optional[str] = None
         self._previous = {}
 
     def __enter__(self) -> "PreemptionHandler":
         for sig in SIGNALS:
+            # A process started in the background ignores Ctrl-C; keep it that way.
+            if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+                continue
             self._previous[sig] = signal.signal(sig, self._record)
         return self
 
@@ -31,7 +38,13 @@ class PreemptionHandler:
             signal.signal(sig, handler)
 
     def _record(self, signum: int, frame: Optional[FrameType]) -> None:
-        self.received = signum
+        if signum == signal.SIGINT and self.received is not None:
+            raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the checkpoint
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            if signum == signal.SIGINT:
+                log("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to abort "
+                    "without one)")
 
     def requested(self, device: torch.device) -> bool:
         """True on every rank if any rank received a signal (a collective: call on all)."""
