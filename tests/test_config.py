@@ -122,6 +122,29 @@ def test_file_problems(tmp_path):
     assert "top level must be a mapping" in error_of(write(tmp_path, "- a\n- b\n"))
 
 
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = write(tmp_path, "model:\n  kind: t5\ntrain:\n  steps: 5\nmodel:\n  hidden_size: 64\n")
+    message = error_of(path)
+    assert str(path) in message and "key 'model' is given twice" in message
+    assert "line 5" in message and "line 1" in message
+    nested = write(tmp_path, "optim:\n  lr: 1.0e-3\n  lr: 2.0e-3\n")
+    assert "key 'lr' is given twice" in error_of(nested)
+
+
+def test_an_empty_config_file_is_refused(tmp_path):
+    for text in ("", "# only a comment\n"):
+        message = error_of(write(tmp_path, text))
+        assert "holds no settings" in message and "leave out --config" in message
+
+
+def test_out_of_range_overrides_are_blamed_on_the_command_line(tmp_path):
+    path = write(tmp_path, "train:\n  steps: 5\n")
+    message = error_of(path, ["optim.lr=-1"])
+    assert message.startswith("command-line override 'optim.lr=-1'") and "positive" in message
+    message = error_of(path, ["train.micro_batch_size=7"])
+    assert "command-line override 'train.micro_batch_size=7'" in message
+
+
 def test_cli_refuses_a_bad_config_without_traceback(tmp_path):
     path = write(tmp_path, "train:\n  stesp: 10\n")
     result = subprocess.run([sys.executable, "-m", "megatron_seqpt.cli", "config",

@@ -58,6 +58,8 @@ def _finished(cluster: SlurmCluster, job_id: str, log: Path) -> bool:
     state = job["JobState"]
     if state == "PENDING" and job.get("Reason") == "BeginTime":
         # slurmctld holds a requeued job for about two minutes; nothing to test in the wait.
+        # Not at once: slurmd refuses a credential issued in the second the old one was revoked.
+        time.sleep(5)
         cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
     if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
         output = log.read_text() if log.exists() else "(no job output)"

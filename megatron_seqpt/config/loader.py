@@ -234,6 +234,41 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a key given twice in one mapping (plain YAML keeps the
+    last one, so a whole section written twice would silently lose its first copy)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(f"line {line}: key '{key}' is given twice (first on line "
+                              f"{seen[key]}); YAML would keep only the second. Merge the two",
+                              source=key_node.start_mark.name)
+        seen[key] = line
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; ConfigError (file, line) for syntax errors and repeated keys."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loader = _UniqueKeyLoader(handle)
+            loader.name = str(path)
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", source=str(path)) from None
+
+
 def read_tree(cls: type, path: str | Path | None = None, overrides: Sequence[str] = (),
               base: Mapping[str, Any] | None = None) -> tuple[dict, str | None, dict[str, str]]:
     """The settings tree of a YAML file (over ``base``) with the overrides applied, unbuilt:
@@ -246,15 +281,16 @@ def read_tree(cls: type, path: str | Path | None = None, overrides: Sequence[str
         if not p.is_file():
             raise ConfigError("config file not found; pass an existing YAML file to --config "
                               "(see examples/configs/)", source=source)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML: {err}", source=source) from None
-        if loaded is not None and not isinstance(loaded, dict):
+        loaded = read_yaml(p)
+        if loaded is None:
+            raise ConfigError("the file holds no settings (empty, or comments only); write the "
+                              "sections to change, or leave out --config to run the defaults",
+                              source=source)
+        if not isinstance(loaded, dict):
             raise ConfigError("the top level must be a mapping of sections "
                               f"({', '.join(f.name for f in dataclasses.fields(cls))})",
                               source=source)
-        tree = loaded or {}
+        tree = loaded
     tree = merge(base or {}, tree)
     given = {}
     for text in overrides:
@@ -274,14 +310,22 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] 
     tree, source, given = read_tree(cls, path, overrides, base)
     try:
         config = build(cls, tree, source=source)
+        validate(config, source=source)
     except ConfigError as err:
+        # A value the command line gave is the command line's fault, not the file's.
         text = next((t for k, t in given.items() if err.key == k or
                      (err.key or "").startswith(k + ".")), None)
-        if text is None:
+        if text is not None:
+            raise ConfigError(err.message, key=err.key,
+                              source=f"command-line override '{text}'") from None
+        # A cross check between settings: name the overrides it speaks of too.
+        involved = [t for k, t in given.items() if k.rsplit(".", 1)[-1] in err.message]
+        if not involved:
             raise
-        raise ConfigError(err.message, key=err.key,
-                          source=f"command-line override '{text}'") from None
-    validate(config, source=source)
+        with_overrides = ", ".join(f"'{t}'" for t in involved)
+        raise ConfigError(err.message, key=err.key, source=", ".join(
+            part for part in (err.source, f"command-line override {with_overrides}") if part)
+        ) from None
     return config
 
 
