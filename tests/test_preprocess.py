@@ -24,6 +24,7 @@ from megatron_seqpt.data.preprocess import dataset_prefix, preprocess
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import CorpusError
 from megatron_seqpt.text.sentences import (
+    MAX_PARAGRAPH_CHARS,
     SentenceSplitter,
     learn_splitters,
     survey_languages,
@@ -282,3 +283,23 @@ def test_prepare_with_given_prefixes(sentence_run, tmp_path):
         prepare(missing, progress=False)
     with pytest.raises(UserError, match="needs data.tokenizer_model"):
         prepare(DataConfig(prefixes=summary.prefixes()), progress=False)
+
+
+def test_a_huge_single_line_record_is_cut_deterministically_and_reported(sp, tmp_path):
+    """nltk's regexes run under a wall-clock limit: a multi-MB paragraph would pass or fail
+    with the machine's load. It is cut into bounded windows at sentence ends instead."""
+    sentence = "The committee met again in Geneva on Tuesday. "
+    line = sentence * (3 * MAX_PARAGRAPH_CHARS // len(sentence))
+    path = write_jsonl(tmp_path / "long.jsonl", [{"text": line, "lang": "en"},
+                                                 {"text": "Short. Two sentences.", "lang": "en"}])
+    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(),
+                         split_sentences=True, progress=False)
+    assert summary.cut_paragraphs == 1
+    assert "1 paragraph(s) longer than 100,000 characters were cut" in summary.table()
+    long_doc, short_doc = documents(summary.datasets[0].prefix)
+    # Nothing lost, each of the (at least 3) windows split on its own, all within the bound.
+    decoded = [sp.decode(item.tolist()) for item in long_doc]
+    assert squeezed("".join(decoded)) == squeezed(line)
+    assert len(decoded) >= 3 and max(map(len, decoded)) <= MAX_PARAGRAPH_CHARS
+    assert all(text.endswith("Tuesday.") for text in decoded)
+    assert len(short_doc) == 2

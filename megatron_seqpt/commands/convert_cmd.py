@@ -22,11 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="run or checkpoint directory of a model.kind=encoder run")
     add_config_arguments(warm)
     warm.add_argument("--output", required=True, metavar="DIR")
+    warm.add_argument("--force", action="store_true",
+                      help="replace what a non-empty --output holds (refused otherwise)")
     extract = sub.add_parser("extract-encoder", help="an MLM encoder checkpoint made of a T5 "
                                                      "model's embeddings and encoder")
     extract.add_argument("--seq2seq", required=True, metavar="T5_CKPT",
                          help="run or checkpoint directory of a model.kind=t5 run")
     extract.add_argument("--output", required=True, metavar="DIR")
+    extract.add_argument("--force", action="store_true",
+                         help="replace what a non-empty --output holds (refused otherwise)")
     extract.add_argument("--head", choices=("new", "from-t5"), default="new",
                          help="MLM head: newly initialised (default), or T5's output bias with "
                               "an identity dense layer")
@@ -41,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
             raise UserError("warm-start needs --config: the T5 run config to build")
         path = convert.warm_start(Path(args.encoder), args.config, args.overrides,
-                                  Path(args.output))
+                                  Path(args.output), args.force)
     else:
-        path = convert.extract_encoder(Path(args.seq2seq), Path(args.output), args.head)
+        path = convert.extract_encoder(Path(args.seq2seq), Path(args.output), args.head,
+                                       args.force)
     print(f"wrote {path}; continue with: seqpt pretrain --config {args.output}/config.yaml "
           f"--run-dir RUN_DIR checkpoint.load={args.output}")
     return 0

@@ -26,6 +26,7 @@ from megatron_seqpt.config.schema import DataConfig
 from megatron_seqpt.data.indexed_writer import token_count
 from megatron_seqpt.data.preprocess import DEFAULT_CHUNK_BYTES, preprocess
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.hashing import file_sha256
 from megatron_seqpt.text.corpus import check_inputs, default_corpus_path
 from megatron_seqpt.tokenizer.special_tokens import DEFAULT_NUM_SENTINELS
 from megatron_seqpt.tokenizer.training import train_tokenizer
@@ -114,27 +115,19 @@ def _cache_key(inputs: Sequence[Path], tokenizer: Path | None, data: DataConfig)
     def identity(path: Path) -> list:
         path = path.resolve()
         if path == packaged:
-            return ["sha256", _sha256(path)]
+            return ["sha256", file_sha256(path)]
         stat = path.stat()
         return [str(path), stat.st_size, stat.st_mtime_ns]
 
     described = {
         "format": FORMAT_VERSION,
         "inputs": [identity(p) for p in inputs],
-        "tokenizer": ["sha256", _sha256(tokenizer)] if tokenizer else {
+        "tokenizer": ["sha256", file_sha256(tokenizer)] if tokenizer else {
             "vocab_size": data.vocab_size, "num_sentinels": DEFAULT_NUM_SENTINELS,
             "alpha": TOKENIZER_ALPHA, "seed": TOKENIZER_SEED},
         "split_sentences": True,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

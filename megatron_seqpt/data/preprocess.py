@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
-import sentencepiece as spm
 from nltk.tokenize.punkt import PunktParameters
 
 from megatron_seqpt.data.indexed_writer import IndexedOutputs, token_dtype
@@ -42,10 +41,12 @@ from megatron_seqpt.text.corpus import (
     read_records,
 )
 from megatron_seqpt.text.sentences import (
+    MAX_PARAGRAPH_CHARS,
     SentenceSplitter,
     learn_splitters,
     survey_inputs,
 )
+from megatron_seqpt.tokenizer.sentencepiece_tokenizer import load_processor
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
 
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -80,6 +81,8 @@ class PreprocessSummary:
     workers: int
     # Part of ``seconds`` spent learning sentence splitting (a cost per language, not per byte).
     punkt_seconds: float = 0.0
+    # Paragraphs longer than MAX_PARAGRAPH_CHARS, cut into windows before sentence splitting.
+    cut_paragraphs: int = 0
 
     def prefixes(self, key: str = "text") -> dict[str, str]:
         """Language -> dataset prefix for one JSON key."""
@@ -98,6 +101,10 @@ class PreprocessSummary:
         lines += [f"{d.lang:<8} {d.key:<8} {d.documents:>10} {d.sentences:>10} {d.tokens:>12}  "
                   f"{d.prefix}" for d in self.datasets]
         lines.append(f"skipped records: {self.skips.describe()}")
+        if self.cut_paragraphs:
+            lines.append(f"{self.cut_paragraphs} paragraph(s) longer than "
+                         f"{MAX_PARAGRAPH_CHARS:,} characters were cut at sentence ends (else "
+                         "spaces) into pieces of at most that length before sentence splitting")
         return "\n".join(lines)
 
 
@@ -119,6 +126,8 @@ class _Encoded:
     tokens: np.ndarray
     lengths: np.ndarray
     items: list[int]
+    # Paragraphs too long for sentence splitting in one piece (cut into windows).
+    cut_paragraphs: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,7 @@ class _ChunkEncoder:
     """Splits (optionally) and tokenizes a chunk; one per worker process."""
 
     def __init__(self, settings: _EncoderSettings):
-        self.sp = spm.SentencePieceProcessor(model_file=settings.model_file)
+        self.sp = load_processor(Path(settings.model_file))
         self.splitters = ({lang: SentenceSplitter(lang, p) for lang, p in settings.punkt.items()}
                           if settings.punkt is not None else None)
         self.append_eod = settings.append_eod
@@ -145,6 +154,7 @@ class _ChunkEncoder:
     def __call__(self, payload: list[tuple[str, tuple[str, ...]]]) -> _Encoded:
         texts: list[str] = []
         per_document: list[int] = []
+        cut_before = self._cut_paragraphs()
         for lang, record_texts in payload:
             for text in record_texts:
                 pieces = self.splitters[lang].split(text) if self.splitters else [text]
@@ -163,7 +173,11 @@ class _ChunkEncoder:
         flat = list(chain.from_iterable(items))
         lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
         tokens = np.concatenate(flat).astype(self.dtype) if flat else np.empty(0, self.dtype)
-        return _Encoded(tokens, lengths, [len(document) for document in items])
+        return _Encoded(tokens, lengths, [len(document) for document in items],
+                        self._cut_paragraphs() - cut_before)
+
+    def _cut_paragraphs(self) -> int:
+        return sum(s.cut_paragraphs for s in self.splitters.values()) if self.splitters else 0
 
 
 _worker_encoder: _ChunkEncoder | None = None
@@ -207,16 +221,16 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
         raise UserError(f"tokenizer model {model_file} does not exist; train one with "
                         "tools/train_tokenizer.py (seqpt train-tokenizer)")
     started = time.perf_counter()
-    dtype = token_dtype(spm.SentencePieceProcessor(model_file=str(model_file)).vocab_size())
+    dtype = token_dtype(load_processor(Path(model_file)).vocab_size())
     with _sigterm_as_interrupt():
         punkt = (_learn_punkt(inputs, options, punkt_dir, workers, progress) if split_sentences
                  else None)
         punkt_seconds = time.perf_counter() - started if split_sentences else 0.0
         settings = _EncoderSettings(str(model_file), punkt, append_eod, dtype)
-        datasets, skips = _tokenize(inputs, options, output_prefix, split_sentences, settings,
-                                    workers, chunk_bytes, progress)
+        datasets, skips, cut = _tokenize(inputs, options, output_prefix, split_sentences,
+                                         settings, workers, chunk_bytes, progress)
     summary = PreprocessSummary(datasets, skips, sum(p.stat().st_size for p in inputs),
-                                time.perf_counter() - started, workers, punkt_seconds)
+                                time.perf_counter() - started, workers, punkt_seconds, cut)
     if progress:
         print(summary.table(), file=sys.stderr)
     return summary
@@ -224,9 +238,11 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
 
 def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str | Path,
               split_sentences: bool, settings: _EncoderSettings, workers: int,
-              chunk_bytes: int, progress: bool) -> tuple[list[DatasetSummary], Skips]:
-    """The main pass: read, encode in workers, write; commit all outputs or none."""
+              chunk_bytes: int, progress: bool) -> tuple[list[DatasetSummary], Skips, int]:
+    """The main pass: read, encode in workers, write; commit all outputs or none. Returns the
+    datasets, the skipped records and the number of paragraphs cut into windows."""
     skips = Skips()
+    cut = 0
     datasets: dict[tuple[str, str], DatasetSummary] = {}
     outputs = IndexedOutputs(settings.dtype)
     started = time.perf_counter()
@@ -237,6 +253,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
                                                  chunk_bytes)):
                 _write(chunk, encoded, output_prefix, split_sentences, options, skips,
                        outputs, datasets)
+                cut += encoded.cut_paragraphs
                 tokens = sum(d.tokens for d in datasets.values())
                 bar.bar.update(chunk.nbytes)
                 bar.bar.set_postfix_str(f"{sum(d.documents for d in datasets.values())} docs, "
@@ -249,7 +266,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
     except BaseException:
         outputs.discard()
         raise
-    return sorted(datasets.values(), key=lambda d: (d.lang, d.key)), skips
+    return sorted(datasets.values(), key=lambda d: (d.lang, d.key)), skips, cut
 
 
 def _learn_punkt(inputs: Sequence[Path], options: ReadOptions, punkt_dir: str | Path | None,

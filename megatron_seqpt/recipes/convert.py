@@ -4,17 +4,20 @@ source checkpoint, write a weights-only checkpoint with its config."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Sequence
 
 from megatron_seqpt.config import RunConfig, load_run_config
 from megatron_seqpt.config.schema import ParallelConfig
+from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.builder import build_model
 from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.recipes import extract
 from megatron_seqpt.recipes.weights import save_weights
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log
+from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 from megatron_seqpt.training import checkpoint as ckpt
 from megatron_seqpt.training import initialization
 
@@ -28,10 +31,34 @@ def _build(config: RunConfig, vocab_size: int, precision: str):
                         ctx.backend)]
 
 
-def warm_start(encoder: Path, config_path: str, overrides: Sequence[str], output: Path) -> Path:
+def _check_output(output: Path, force: bool) -> None:
+    """Never take over a run: its config and ``latest`` pointer would be replaced."""
+    if output.is_file():
+        raise UserError(f"--output {output} is a file; name a new directory")
+    if output.is_dir() and any(output.iterdir()):
+        if not force:
+            raise UserError(f"--output {output} exists and is not empty; name a new directory "
+                            "(or pass --force to replace what it holds)")
+        shutil.rmtree(output)
+
+
+def _check_config_tokenizer(source: Path, meta: dict, config: RunConfig) -> None:
+    """A target config naming a tokenizer must name the source's."""
+    if not config.data.tokenizer_model:
+        return
+    named = SentencePieceTokenizer(config.data.tokenizer_model)
+    ckpt.check_tokenizer(source, meta.get("tokenizer"), named.identity, named.model_file,
+                         "set data.tokenizer_model in the config to the source run's "
+                         f"{source.parent.parent / ckpt.TOKENIZER_FILE}")
+
+
+def warm_start(encoder: Path, config_path: str, overrides: Sequence[str], output: Path,
+               force: bool = False) -> Path:
+    _check_output(output, force)
     source = ckpt.resolve(encoder)
     meta = ckpt.content_metadata(source)
     config = load_run_config(config_path, overrides)
+    _check_config_tokenizer(source, meta, config)
     config = dataclasses.replace(config, init=dataclasses.replace(config.init,
                                                                   from_encoder=None))
     vocab = meta["model"]["vocab_size"]
@@ -39,12 +66,15 @@ def warm_start(encoder: Path, config_path: str, overrides: Sequence[str], output
     try:
         count = initialization.load_encoder(modules, source, config.model, vocab)
         log(f"took {count} tensors (embeddings and encoder) from {source}; decoder is new")
-        return save_weights(modules, output, config, vocab, meta.get("precision", "fp32"))
+        return save_weights(modules, output, config, vocab, meta.get("precision", "fp32"),
+                            source)
     finally:
         distributed.shutdown()
 
 
-def extract_encoder(seq2seq: Path, output: Path, head: extract.Head) -> Path:
+def extract_encoder(seq2seq: Path, output: Path, head: extract.Head,
+                    force: bool = False) -> Path:
+    _check_output(output, force)
     source = ckpt.resolve(seq2seq)
     meta = extract.check_seq2seq(source)
     config = extract.encoder_config(load_run_config(source / "config.yaml"))
@@ -53,6 +83,7 @@ def extract_encoder(seq2seq: Path, output: Path, head: extract.Head) -> Path:
     try:
         extract.load_from_seq2seq(modules, source, head)
         log(f"took embeddings and encoder from {source}; MLM head: {head}")
-        return save_weights(modules, output, config, vocab, meta.get("precision", "fp32"))
+        return save_weights(modules, output, config, vocab, meta.get("precision", "fp32"),
+                            source)
     finally:
         distributed.shutdown()

@@ -94,7 +94,8 @@ def _pretrain(stage: PretrainStage, run_dir: Path) -> str:
 def _extract(stage: ExtractStage, run_dir: Path, root: Path) -> str:
     from megatron_seqpt.recipes.convert import extract_encoder
 
-    extract_encoder(root / stage.source, run_dir, "new")
+    # The grid owns its stage directories: an interrupted extraction is redone in place.
+    extract_encoder(root / stage.source, run_dir, "new", force=True)
     return "completed"
 
 

@@ -7,6 +7,7 @@ A weights-only checkpoint has the layout of a training checkpoint (``checkpoints
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -15,11 +16,13 @@ from megatron.core import parallel_state
 
 from megatron_seqpt.config import RunConfig, dump
 from megatron_seqpt.training import checkpoint as ckpt
+from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
 
 
 def save_weights(modules: Iterable[torch.nn.Module], output: Path, config: RunConfig,
-                 vocab_size: int, precision: str) -> Path:
-    """Write the modules' weights as step 0 of ``output`` (with ``output/config.yaml``)."""
+                 vocab_size: int, precision: str, source: Path) -> Path:
+    """Write the modules' weights as step 0 of ``output`` (with ``output/config.yaml``), with
+    the tokenizer of the ``source`` checkpoint they came from (its record and its file)."""
     state = {}
     for module in modules:
         state.update(module.sharded_state_dict())
@@ -28,9 +31,15 @@ def save_weights(modules: Iterable[torch.nn.Module], output: Path, config: RunCo
               "dp": parallel_state.get_data_parallel_world_size()}
     metadata = {"model": ckpt.model_shape(config.model, vocab_size), "layout": layout,
                 "step": 0, "precision": precision, "weights_only": True}
+    tokenizer = ckpt.content_metadata(source).get("tokenizer")
+    if tokenizer:
+        metadata["tokenizer"] = tokenizer
     manager = ckpt.CheckpointManager(output, keep_last=0)
     path = manager.save(0, {"model": state}, metadata,
                         lambda directory: dump(config, directory / "config.yaml"))
     if torch.distributed.get_rank() == 0:
         dump(config, Path(output) / "config.yaml")
+        own = source.parent.parent / TOKENIZER_FILE
+        if own.is_file():
+            shutil.copyfile(own, Path(output) / TOKENIZER_FILE)
     return path

@@ -32,7 +32,8 @@ from megatron_seqpt.tasks.workload import FinetuneWorkload
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 from megatron_seqpt.training import checkpoint as ckpt
 from megatron_seqpt.training import run_state
-from megatron_seqpt.training.loop import TOKENIZER_FILE, resolve_precision
+from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
+from megatron_seqpt.training.loop import resolve_precision
 
 EVAL_FILE = "eval.json"
 

@@ -12,7 +12,7 @@ from megatron_seqpt.config import RunConfig, load
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.tasks.config import FinetuneConfig
 from megatron_seqpt.training import checkpoint as ckpt
-from megatron_seqpt.training.loop import TOKENIZER_FILE
+from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
 
 
 @dataclass(frozen=True)

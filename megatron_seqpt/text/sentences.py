@@ -61,6 +61,12 @@ class MultilingualLanguageVars(PunktLanguageVars):
 
 # Punkt breaks only after a sentence-final mark that some whitespace follows (after closing
 # punctuation, maybe): a paragraph without one is one sentence, and Punkt need not look at it.
+# Longer paragraphs are cut into windows before Punkt: nltk runs its regexes under a wall-clock
+# limit, so on one huge line whether a record passes would depend on the machine's load. A cut
+# falls after the last sentence end (else the last space) inside the window: deterministic.
+MAX_PARAGRAPH_CHARS = 100_000
+_WINDOW_CUT = re.compile(r"[.!?。！？][\"')\]»”’]*\s+|\s+")
+
 _MAYBE_SEVERAL = re.compile(
     f"[{re.escape(''.join(MultilingualLanguageVars.sent_end_chars))}]\\S*\\s")
 
@@ -112,6 +118,8 @@ class SentenceSplitter:
 
     def __init__(self, lang: str, params: PunktParameters | None):
         self.lang = lang
+        # Paragraphs cut into windows of at most MAX_PARAGRAPH_CHARS (for the summary).
+        self.cut_paragraphs = 0
         self._punkt = None
         if uses_punkt(lang):
             self._punkt = PunktSentenceTokenizer(params or PunktParameters(),
@@ -119,8 +127,7 @@ class SentenceSplitter:
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         """(start, end) of each sentence: stripped, non-empty, in order."""
-        for found in _PARAGRAPH.finditer(text):
-            offset, paragraph = found.start(), found.group()
+        for offset, paragraph in self._windows(text):
             if not self._punkt:
                 pieces = _punctuation_spans(paragraph)
             elif _MAYBE_SEVERAL.search(paragraph.strip()):
@@ -136,6 +143,25 @@ class SentenceSplitter:
 
     def split(self, text: str) -> list[str]:
         return [text[start:end] for start, end in self.spans(text)]
+
+    def _windows(self, text: str) -> Iterator[tuple[int, str]]:
+        """(offset, text) of each paragraph, long ones cut into bounded windows."""
+        for found in _PARAGRAPH.finditer(text):
+            offset, paragraph = found.start(), found.group()
+            if len(paragraph) <= MAX_PARAGRAPH_CHARS:
+                yield offset, paragraph
+                continue
+            self.cut_paragraphs += 1
+            start = 0
+            while len(paragraph) - start > MAX_PARAGRAPH_CHARS:
+                window = paragraph[start:start + MAX_PARAGRAPH_CHARS]
+                cuts = [m.end() for m in _WINDOW_CUT.finditer(window)]
+                sentence_ends = [m.end() for m in _WINDOW_CUT.finditer(window)
+                                 if not m.group()[0].isspace()]
+                end = (sentence_ends or cuts or [len(window)])[-1]
+                yield offset + start, window[:end]
+                start += end
+            yield offset + start, paragraph[start:]
 
 
 def _punctuation_spans(paragraph: str) -> Iterator[tuple[int, int]]:

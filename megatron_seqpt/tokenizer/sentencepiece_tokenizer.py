@@ -34,20 +34,30 @@ class TokenizerModelError(UserError):
     """The sentencepiece model is missing or lacks the project's special tokens."""
 
 
+def load_processor(path: Path) -> spm.SentencePieceProcessor:
+    """sentencepiece's processor for a model file, or a TokenizerModelError naming it."""
+    if not path.is_file():
+        raise TokenizerModelError(
+            f"tokenizer model {path} does not exist; train one with tools/train_tokenizer.py "
+            "or point data.tokenizer_model at an existing .model file")
+    try:
+        return spm.SentencePieceProcessor(model_proto=path.read_bytes())
+    except RuntimeError:
+        raise TokenizerModelError(
+            f"tokenizer model {path} is not a sentencepiece model (it does not parse); pass "
+            "the .model file written by tools/train_tokenizer.py, not the .vocab") from None
+
+
 class SentencePieceTokenizer(MegatronTokenizerBase):
     """Encode/decode text and give megatron-core the special ids and word boundaries it needs."""
 
     def __init__(self, model_file: Union[str, Path]) -> None:
         path = Path(model_file).expanduser().resolve()
-        if not path.is_file():
-            raise TokenizerModelError(
-                f"tokenizer model {path} does not exist; train one with tools/train_tokenizer.py "
-                "or point data.tokenizer_model at an existing .model file")
+        self._sp = load_processor(path)
         proto = path.read_bytes()
         super().__init__(str(path), {})
         self.model_file = path
         self.model_sha256 = hashlib.sha256(proto).hexdigest()
-        self._sp = spm.SentencePieceProcessor(model_proto=proto)
         self._pieces = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
 
         self.pad = self._required_id(st.PAD)
@@ -83,6 +93,16 @@ class SentencePieceTokenizer(MegatronTokenizerBase):
         return OrderedDict(
             [("class", f"{type(self).__module__}.{type(self).__qualname__}"),
              ("model_sha256", self.model_sha256)])
+
+    @property
+    def identity(self) -> dict:
+        """What checkpoints record of the tokenizer, so that a run never continues on ids
+        that mean other pieces: the model's hash, its size and its special ids."""
+        return {"sha256": self.model_sha256, "vocab_size": self.vocab_size,
+                "special_ids": {"pad": self.pad, "eos": self.eos, "bos": self.bos,
+                                "unk": self.unk, "cls": self.cls, "sep": self.sep,
+                                "mask": self.mask,
+                                "sentinels": list(self.additional_special_tokens_ids)}}
 
     @property
     def vocab_size(self) -> int:

@@ -2,7 +2,8 @@
 kill at any moment leaves the previous checkpoint as the latest loadable one.
 
 Layout of RUN/checkpoints/:
-    step_0000100/      one complete checkpoint (dist_checkpointing format + config.yaml)
+    step_0000100/      one complete checkpoint (dist_checkpointing format + config.yaml +
+                       checksums.json: size and sha256 of every file, checked before loading)
     step_0000200.partial/   being written; never loaded, removed at the next start
     latest             text file naming the newest complete checkpoint, replaced atomically
                        only after every rank finished writing
@@ -11,6 +12,7 @@ Layout of RUN/checkpoints/:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -26,10 +28,14 @@ from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from megatron_seqpt.config.schema import ModelConfig
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.hashing import file_sha256
 
 FORMAT_VERSION = 1
 LATEST = "latest"
 PARTIAL_SUFFIX = ".partial"
+CHECKSUMS = "checksums.json"
+# The run directory's copy of the tokenizer its checkpoints were trained with.
+TOKENIZER_FILE = "tokenizer.model"
 # Model fields that decide parameter shapes; a checkpoint must agree on all of them.
 SHAPE_FIELDS = ("kind", "hidden_size", "encoder", "decoder", "max_position_embeddings",
                 "normalization", "activation", "encoder_mlm_weight")
@@ -53,6 +59,67 @@ def complete_checkpoints(root: Path) -> list[Path]:
                    and (p / "metadata.json").is_file()), key=step_of)
 
 
+def write_checksums(directory: Path) -> None:
+    """Size and sha256 of every file of a written checkpoint, in ``checksums.json``."""
+    entries = {str(f.relative_to(directory)): {"size": f.stat().st_size, "sha256": file_sha256(f)}
+               for f in sorted(directory.rglob("*")) if f.is_file() and f.name != CHECKSUMS}
+    tmp = directory / (CHECKSUMS + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(entries, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(directory / CHECKSUMS)
+
+
+def damage(directory: Path, full: bool = True) -> Optional[str]:
+    """What is wrong with a checkpoint's files against its checksums, or None. ``full=False``
+    compares sizes only (cheap: what every rank can afford). A checkpoint written before
+    checksums existed has nothing to compare with and passes."""
+    listing = directory / CHECKSUMS
+    if not listing.is_file():
+        return None
+    try:
+        entries = json.loads(listing.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return f"{CHECKSUMS} does not parse"
+    for name, entry in entries.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != entry["size"]:
+            return f"{name} has {size} bytes, {entry['size']} were written"
+        if full and file_sha256(path) != entry["sha256"]:
+            return f"{name} does not match its checksum (its bytes changed after it was written)"
+    return None
+
+
+# Checkpoints this process has verified: path -> mtime of their checksums file.
+_verified: dict[Path, float] = {}
+
+
+def verify(checkpoint: Path) -> None:
+    """Refuse a damaged checkpoint, naming the file and the newest intact one before it. The
+    main rank compares checksums; the others compare sizes."""
+    listing = checkpoint / CHECKSUMS
+    stamp = listing.stat().st_mtime if listing.is_file() else 0.0
+    key = checkpoint.resolve()
+    if _verified.get(key) == stamp:
+        return
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    problem = damage(checkpoint, full=main)
+    if problem is None:
+        _verified[key] = stamp
+        return
+    older = [p for p in complete_checkpoints(checkpoint.parent)
+             if step_of(p) < step_of(checkpoint) and damage(p, full=main) is None] \
+        if checkpoint.name.startswith("step_") else []
+    offer = (f"the newest intact one before it is {older[-1].name}: write that name into "
+             f"{checkpoint.parent / LATEST} to resume from it") if older else \
+        "there is no intact checkpoint before it"
+    raise CheckpointError(f"checkpoint {checkpoint} is damaged: {problem}; {offer}")
+
+
 def resolve(path: str | Path) -> Path:
     """A checkpoint directory from a run directory, a checkpoints/ directory or itself."""
     path = Path(path).expanduser()
@@ -67,8 +134,10 @@ def resolve(path: str | Path) -> Path:
                     "the name of a complete one into it "
                     f"({', '.join(found) if found else 'there is none'}) or use a new run "
                     "directory")
+            verify(target)
             return target
     if (path / "metadata.json").is_file():
+        verify(path)
         return path
     raise CheckpointError(f"no checkpoint at {path}: expected a run directory (with "
                           "checkpoints/latest), a checkpoints/ directory or a step_* directory")
@@ -76,7 +145,12 @@ def resolve(path: str | Path) -> Path:
 
 def content_metadata(path: Path) -> dict:
     """What a checkpoint says about itself (model shape, layout, step), readable before load."""
-    meta = dist_checkpointing.load_content_metadata(str(path))
+    try:
+        meta = dist_checkpointing.load_content_metadata(str(path))
+    except Exception as err:  # a damaged file of a checkpoint written without checksums
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: "
+                              f"{err}); it is damaged: resume from an earlier one by writing "
+                              f"its name into {path.parent / LATEST}") from None
     if not meta or meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} was not written by megatron_seqpt (format "
                               f"{FORMAT_VERSION}); convert it with tools/convert_checkpoint.py")
@@ -102,6 +176,19 @@ def check_same_shape(path: Path, saved: dict, current: dict) -> None:
         raise CheckpointError(
             f"{path} holds a model of another shape:\n  " + "\n  ".join(diffs)
             + f"\nuse the config the checkpoint was written with ({path}/config.yaml)")
+
+
+def check_tokenizer(path: Path, saved: Optional[dict], current: dict, current_file: Path,
+                    fix: str) -> None:
+    """Refuse to load a checkpoint trained with another tokenizer (``identity`` dicts; a
+    checkpoint without a record, such as an old conversion, is taken as it is)."""
+    if not saved or saved.get("sha256") == current["sha256"]:
+        return
+    raise CheckpointError(
+        f"{path} was trained with another tokenizer (sha256 {saved['sha256'][:12]}, "
+        f"{saved.get('vocab_size')} pieces) than {current_file} (sha256 "
+        f"{current['sha256'][:12]}, {current['vocab_size']} pieces): its ids would mean other "
+        f"pieces. {fix}")
 
 
 def _rng_state() -> dict[str, Any]:
@@ -195,6 +282,7 @@ class CheckpointManager:
         dist.barrier()
         if self.is_main:
             write_extra(partial)
+            write_checksums(partial)
             if final.exists():
                 shutil.rmtree(final)
             partial.rename(final)

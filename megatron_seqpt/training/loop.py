@@ -10,6 +10,7 @@ fine-tuning task when the caller passes one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -30,7 +31,8 @@ from megatron_seqpt.models.vocab import padded_vocab_size
 from megatron_seqpt.runtime.distributed import DistributedContext, seed_everything
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.training import checkpoint as ckpt
-from megatron_seqpt.training import evaluation, freeze, optimizer_state, run_state
+from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
+from megatron_seqpt.training import evaluation, freeze, optimizer_state, run_lock, run_state
 from megatron_seqpt.training.freeze import FreezeSchedule
 from megatron_seqpt.training.metrics import MetricsLogger, Window
 from megatron_seqpt.training.optim import Optimization, rebuild_for
@@ -40,7 +42,6 @@ from megatron_seqpt.training.state import RunResult, Status, TrainState
 from megatron_seqpt.training.workload import Workload
 
 # The run's tokenizer, copied into the run directory (what fine-tuning and export read).
-TOKENIZER_FILE = "tokenizer.model"
 
 
 def resolve_precision(requested: str, bf16_available: bool) -> str:
@@ -56,6 +57,39 @@ class Trainer:
                  resume: Optional[bool] = None, workload: Optional[Workload] = None):
         self.run_dir = Path(run_dir)
         self.ctx = ctx
+        created = not self.run_dir.exists()
+        self._lock_run_dir()
+        try:
+            self._build(config, resume, workload)
+        except BaseException:
+            run_lock.release(self.run_dir)
+            if created and ctx.is_main:  # a run refused at set-up leaves no directory behind
+                (self.run_dir / run_lock.LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()
+            raise
+
+    def _lock_run_dir(self) -> None:
+        """Refuse a run directory that is a file, or that another run is writing."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UserError(f"--run-dir {self.run_dir} is a file, not a directory; name a new "
+                            "or an existing run directory")
+        busy: Optional[UserError] = None
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_lock.acquire(self.run_dir)
+            except run_lock.RunDirectoryBusy as err:
+                busy = err
+        flag = torch.tensor([1.0 if busy else 0.0], device=self.ctx.backend.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item():
+            raise busy or run_lock.RunDirectoryBusy(
+                f"{self.run_dir} is in use by another run (see the first rank's message)")
+
+    def _build(self, config: RunConfig, resume: Optional[bool],
+               workload: Optional[Workload]) -> None:
+        ctx = self.ctx
         self.device = ctx.backend.device
         self.workload = workload or PretrainWorkload(config)
         self.precision = resolve_precision(config.train.precision, ctx.backend.bf16)
@@ -101,10 +135,15 @@ class Trainer:
             self.load_checkpoint(source, full=False)
             log(f"initialised weights from {source}")
         else:
+            for source in self.workload.weight_sources():
+                own = source.parent.parent / TOKENIZER_FILE
+                self._check_tokenizer(source, "train with that run's tokenizer: "
+                                      f"data.tokenizer_model={own}")
             done = self.workload.initialize(self.modules, self.vocab_size)
             if done:
                 self.opt.optimizer.reload_model_params()
                 log(done)
+        self._write_run_files()
         self.metrics = MetricsLogger(self.run_dir, enabled=ctx.is_main,
                                      tensorboard=config.logging.tensorboard,
                                      start_step=self.state.step)
@@ -123,14 +162,19 @@ class Trainer:
         log(f"global batch {self.config.train.global_batch_size} = micro-batch "
             f"{self.config.train.micro_batch_size} x {self.num_microbatches} micro-batches x "
             f"data-parallel {self.ctx.data_parallel}")
-        if self.ctx.is_main:
-            dump(self.config, self.run_dir / "config.yaml")
-            tokenizer = Path(self.data.tokenizer.model_file)
-            target = self.run_dir / TOKENIZER_FILE
-            if not target.exists() or target.read_bytes() != tokenizer.read_bytes():
-                shutil.copyfile(tokenizer, target.with_suffix(".tmp"))
-                target.with_suffix(".tmp").replace(target)
         log(f"freeze schedule: {self.freeze.describe()}")
+
+    def _write_run_files(self) -> None:
+        """The resolved config and the tokenizer in the run directory, written once the run
+        is accepted (a refused resume leaves the run's own files as they were)."""
+        if not self.ctx.is_main:
+            return
+        dump(self.config, self.run_dir / "config.yaml")
+        tokenizer = Path(self.data.tokenizer.model_file)
+        target = self.run_dir / TOKENIZER_FILE
+        if not target.exists() or target.read_bytes() != tokenizer.read_bytes():
+            shutil.copyfile(tokenizer, target.with_suffix(".tmp"))
+            target.with_suffix(".tmp").replace(target)
 
     def _resume_source(self, resume: Optional[bool]) -> Optional[Path]:
         if resume is False:
@@ -185,11 +229,22 @@ class Trainer:
                 "trainable": self.trainable,
                 "precision": self.precision,
                 "optimizer_format": self.optimizer_format,
-                "tokenizer": {"sha256": tokenizer.model_sha256,
-                              "vocab_size": tokenizer.vocab_size},
+                "tokenizer": tokenizer.identity,
                 **self.workload.metadata()}
 
-    def save_checkpoint(self) -> Path:
+    def _weights_finite(self) -> bool:
+        """True on every rank if no rank's parameters hold NaN or inf (a collective)."""
+        finite = all(bool(torch.isfinite(p).all()) for m in self.modules for p in m.parameters())
+        flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def save_checkpoint(self) -> Optional[Path]:
+        """The checkpoint written, or None when the weights are not finite: such a state is
+        never saved (it would become ``latest`` and be resumed)."""
+        if not self._weights_finite():
+            log(f"not saving step {self.state.step}: the weights hold NaN or inf")
+            return None
         started = time.perf_counter()
         # Wall time differs by rank; the checkpoint's common state must not (the slowest counts).
         seconds = torch.tensor([self.state.train_seconds], dtype=torch.float64, device=self.device)
@@ -206,12 +261,23 @@ class Trainer:
     def load_checkpoint(self, path: Path, *, full: bool) -> None:
         """``full``: resume everything; otherwise take the weights only."""
         meta = ckpt.content_metadata(path)
+        own = path.parent.parent / TOKENIZER_FILE
+        self._check_tokenizer(path, f"use the tokenizer it was trained with: "
+                              f"data.tokenizer_model={own}" if own.is_file() else
+                              "use the tokenizer it was trained with (data.tokenizer_model)",
+                              meta)
         self.workload.check_checkpoint(path, meta, self.vocab_size)
         loaded = run_state.restore(path, meta, self.modules, self.opt, self.data,
                                    same_layout=meta["layout"] == self._layout(), full=full,
                                    optimizer_format=self.optimizer_format)
         if loaded is not None:
             self.state = loaded
+
+    def _check_tokenizer(self, path: Path, fix: str, meta: Optional[dict] = None) -> None:
+        meta = meta if meta is not None else ckpt.content_metadata(path)
+        tokenizer = self.data.tokenizer
+        ckpt.check_tokenizer(path, meta.get("tokenizer"), tokenizer.identity,
+                             Path(tokenizer.model_file), fix)
 
     # ----------------------------------------------------------------- steps
 
@@ -294,6 +360,12 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
 
     def run(self) -> RunResult:
+        try:
+            return self._train()
+        finally:
+            run_lock.release(self.run_dir)
+
+    def _train(self) -> RunResult:
         train = self.config.train
         valid_loss = None
         last_saved = None
@@ -317,7 +389,13 @@ class Trainer:
                 preempted = preemption.requested(self.device)
                 if step % self.config.checkpoint.save_interval == 0 or step == train.steps \
                         or diverged or preempted:
-                    last_saved = self.save_checkpoint()
+                    saved = self.save_checkpoint()
+                    if saved is None:
+                        status = "diverged"
+                        log(f"stopping: non-finite weights at step {step}; the last checkpoint "
+                            f"({last_saved or 'none from this run'}) is the one to resume from")
+                        break
+                    last_saved = saved
                 if diverged:
                     status = "diverged"
                     log(f"stopping: {self.state.skipped_in_a_row} non-finite losses in a row "
@@ -332,11 +410,15 @@ class Trainer:
         self.metrics.close()
         result = RunResult(status, self.state.step, valid_loss, last_saved)
         if self.ctx.is_main:
-            # Read by job scripts: "preempted" means requeue and resume.
-            (self.run_dir / "result.json").write_text(json.dumps(
-                {**dataclasses.asdict(result), "checkpoint": str(last_saved),
-                 "flops": self.state.flops, "train_seconds": self.state.train_seconds,
-                 "consumed_tokens": self.consumed_tokens()}, indent=1) + "\n")
+            # Read by job scripts: "preempted" means requeue and resume. Strict JSON: a
+            # non-finite validation loss is null.
+            summary = {**dataclasses.asdict(result), "checkpoint": str(last_saved),
+                       "flops": self.state.flops, "train_seconds": self.state.train_seconds,
+                       "consumed_tokens": self.consumed_tokens()}
+            if summary["valid_loss"] is not None and not math.isfinite(summary["valid_loss"]):
+                summary["valid_loss"] = None
+            (self.run_dir / "result.json").write_text(
+                json.dumps(summary, indent=1, allow_nan=False) + "\n")
         return result
 
     def _evaluate_and_log(self) -> Optional[float]:

@@ -94,6 +94,10 @@ class PretrainWorkload(Workload):
                 f"init.from_encoder={path} (or seqpt convert warm-start)")
         ckpt.check_same_shape(path, meta["model"], self.model_metadata(vocab_size))
 
+    def weight_sources(self) -> list[Path]:
+        return [ckpt.resolve(self.config.init.from_encoder)] if self.config.init.from_encoder \
+            else []
+
     def initialize(self, modules: list[torch.nn.Module], vocab_size: int) -> Optional[str]:
         if not self.config.init.from_encoder:
             return None

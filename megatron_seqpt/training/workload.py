@@ -86,6 +86,10 @@ class Workload(abc.ABC):
         """Extra entries for checkpoint metadata (beside model, layout, step, ...)."""
         return {}
 
+    def weight_sources(self) -> list[Path]:
+        """The checkpoints ``initialize`` takes weights from (their tokenizer is checked)."""
+        return []
+
     def initialize(self, modules: list[torch.nn.Module], vocab_size: int) -> Optional[str]:
         """Weights of a fresh run that come from elsewhere (not checkpoint.load); returns what
         was done for the log, or None when the model keeps its random initialisation."""
