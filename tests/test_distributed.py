@@ -29,6 +29,20 @@ def test_single_process_start(single_process):
     assert not torch.equal(inside, outside)
 
 
+def test_shutdown_takes_the_cpu_layer_off_again(single_process):
+    """The layer's function mode sees every torch call of the process; after shutdown, code
+    that runs next (another library, a Hugging Face baseline) runs without it."""
+    current_device = torch.cuda.current_device
+    config = load_run_config()
+    single_process.initialize(config.parallel, config.model)
+    assert torch.overrides._get_current_function_mode() is not None
+    single_process.shutdown()
+    assert torch.overrides._get_current_function_mode() is None
+    assert torch.cuda.current_device is current_device
+    single_process.initialize(config.parallel, config.model)  # and on again
+    assert torch.zeros(2, device="cuda").device.type == "cpu"
+
+
 def test_seed_makes_start_up_deterministic(single_process):
     config = load_run_config()
     from megatron.core.tensor_parallel import get_cuda_rng_tracker

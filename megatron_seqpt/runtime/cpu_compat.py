@@ -9,6 +9,7 @@ the CPU here; nothing of megatron-core is copied or replaced. Installed only on 
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import torch
 from megatron.core.tensor_parallel import random as mcore_random
@@ -20,7 +21,9 @@ _CUDA_TYPE_NAMES = {
     torch.bfloat16: "torch.cuda.BFloat16Tensor",
 }
 
-_installed = False
+# The active function mode and what install() replaced, while installed.
+_mode: Optional["CudaToCpuMode"] = None
+_saved: dict = {}
 
 
 def _is_cuda(device) -> bool:
@@ -90,10 +93,16 @@ def _set_cpu_rng_state(state: torch.Tensor, *args, **kwargs) -> None:
 
 
 def install() -> None:
-    """Install the CPU redirections for this process (idempotent)."""
-    global _installed
-    if _installed:
+    """Install the CPU redirections for this process (idempotent); ``uninstall`` undoes them."""
+    global _mode
+    if _mode is not None:
         return
+    _saved.update(current_device=torch.cuda.current_device,
+                  synchronize=torch.cuda.synchronize,
+                  get_rng=mcore_random._get_cuda_rng_state,
+                  set_rng=mcore_random._set_cuda_rng_state,
+                  tracker=mcore_random._CUDA_RNG_STATE_TRACKER,
+                  tracker_initialized=mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED)
     torch.cuda.current_device = lambda: torch.device("cpu")
     torch.cuda.synchronize = lambda *args, **kwargs: None
     # Activation recompute saves and restores the RNG state around the recomputed forward.
@@ -101,9 +110,25 @@ def install() -> None:
     mcore_random._set_cuda_rng_state = _set_cpu_rng_state
     mcore_random._CUDA_RNG_STATE_TRACKER = CpuRNGStatesTracker()
     mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
-    CudaToCpuMode().__enter__()
-    _installed = True
+    _mode = CudaToCpuMode()
+    _mode.__enter__()
 
 
-def installed() -> bool:
-    return _installed
+def uninstall() -> None:
+    """Put everything ``install`` changed back (at shutdown): the function mode otherwise
+    stays on every later torch call of the process, other libraries' included."""
+    global _mode
+    if _mode is None:
+        return
+    if torch.overrides._get_current_function_mode() is not _mode:
+        raise RuntimeError("another torch function mode was entered after the CPU layer's "
+                           "and is still active; exit it first")
+    _mode.__exit__(None, None, None)
+    _mode = None
+    torch.cuda.current_device = _saved["current_device"]
+    torch.cuda.synchronize = _saved["synchronize"]
+    mcore_random._get_cuda_rng_state = _saved["get_rng"]
+    mcore_random._set_cuda_rng_state = _saved["set_rng"]
+    mcore_random._CUDA_RNG_STATE_TRACKER = _saved["tracker"]
+    mcore_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = _saved["tracker_initialized"]
+    _saved.clear()

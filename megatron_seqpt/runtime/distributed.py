@@ -146,8 +146,10 @@ def initialize(parallel: ParallelConfig, model: Optional[ModelConfig] = None, se
 
 
 def shutdown() -> None:
-    """Tear down megatron-core's groups and the process group (tests start several in turn)."""
+    """Tear down megatron-core's groups, the process group and the CPU layer (tests start
+    several worlds in turn)."""
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+    cpu_compat.uninstall()
