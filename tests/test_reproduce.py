@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from megatron_seqpt import cli
+from megatron_seqpt.data.samples import check_t5_decoder_length
 from megatron_seqpt.recipes.curves import flops_to_reach, pair_saving
 from megatron_seqpt.recipes.findings import (
     Scores,
@@ -20,7 +21,9 @@ from megatron_seqpt.recipes.reproduce_grid import (
     ENCODER_ROWS,
     EQUAL_COMPUTE_ROW,
     PRETRAIN_ROWS,
+    SCALES,
     SEQ2SEQ_ROWS,
+    pretrain_configs,
 )
 
 
@@ -98,3 +101,12 @@ def test_micro_reproduction_runs_every_row_and_continues(single_process, tmp_pat
     assert finished.stat().st_mtime_ns == before
     assert (removed / "seq2seq_full" / "seed1" / "eval.json").is_file()
     assert (output / "report.json").is_file()
+
+
+@pytest.mark.parametrize("scale", sorted(SCALES))
+def test_every_scale_makes_t5_rows_whose_samples_fit_the_decoder(scale, tmp_path):
+    """Checked at data build time otherwise: a scale meant for a cluster would fail there."""
+    configs = pretrain_configs(tmp_path, SCALES[scale], [])
+    for name, config in configs.items():
+        if config.model.kind == "t5":
+            check_t5_decoder_length(config.data)

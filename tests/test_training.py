@@ -153,6 +153,20 @@ def test_cli_refuses_layout_that_does_not_fit(tmp_path):
     assert "world size 1 is not divisible" in result.stderr
 
 
+def test_cli_refuses_a_short_decoder_before_preparing_any_data(tmp_path):
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--run-dir", str(tmp_path / "r"),
+         "model.kind=t5", "data.decoder_seq_length=10", f"data.cache_dir={cache}"],
+        capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "data.decoder_seq_length 10 is too short" in result.stderr
+    assert not cache.exists() or not any(cache.rglob("*.model"))  # no tokenizer was trained
+    assert not (tmp_path / "r").exists()
+
+
 def _restore_ctrl_c() -> None:
     """Started from a background test run, the child would inherit Ctrl-C as ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -224,6 +224,13 @@ def _check_t5_lengths(tokenizer: SentencePieceTokenizer, data: DataConfig) -> No
             f"data.seq_length), the tokenizer {tokenizer.model_file} has "
             f"{len(tokenizer.additional_special_tokens_ids)}; retrain it with more sentinels "
             "or lower data.noise_density")
+    check_t5_decoder_length(data)
+
+
+def check_t5_decoder_length(data: DataConfig) -> None:
+    """The decoder must hold the longest target span corruption can make; needs no data, so
+    a run checks it before preparing any."""
+    most_masked = math.floor(data.noise_density * (data.seq_length - 2))
     needed = 1 + 2 * most_masked  # <bos>, and per span a sentinel, worst case 1-piece spans
     if data.decoder_seq_length < needed:
         raise SampleDataError(

@@ -85,9 +85,10 @@ SCALES = {
                    continued_mlm_steps=60, global_batch=16, micro_batch=16, lr=1e-3,
                    evaluations=6, finetune=FinetuneSchedule(1.0, None, 5e-4, 3e-3),
                    tagging=FinetuneSchedule(3.0, None, 2e-3, 1e-2)),
-    # A GPU cluster: BERT-base / T5-base sizes (examples/configs/base_*.yaml).
+    # A GPU cluster: BERT-base / T5-base sizes (examples/configs/base_*.yaml); the decoder
+    # holds span corruption's longest target at 512 input pieces (153).
     "base": Scale(hidden=768, layers=12, heads=12, small_decoder_layers=4, seq_length=512,
-                  decoder_seq_length=114, vocab_size=64000, encoder_steps=250_000,
+                  decoder_seq_length=160, vocab_size=64000, encoder_steps=250_000,
                   t5_steps=250_000, continued_mlm_steps=25_000, global_batch=256,
                   micro_batch=16, lr=1e-4, evaluations=50,
                   finetune=FinetuneSchedule(5.0, None, 5e-5, 1e-3)),

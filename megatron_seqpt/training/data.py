@@ -12,7 +12,7 @@ from megatron.core import parallel_state
 
 from megatron_seqpt.config import RunConfig
 from megatron_seqpt.data.prepare import prepare
-from megatron_seqpt.data.samples import build_sample_datasets
+from megatron_seqpt.data.samples import build_sample_datasets, check_t5_decoder_length
 from megatron_seqpt.data.stream import BatchStream
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.runtime.distributed import DistributedContext
@@ -36,6 +36,8 @@ def build_training_data(config: RunConfig, ctx: DistributedContext,
     """This rank's streams, and the sample counts the training data was built from (for the
     checkpoints; ``planned``: those of the checkpoint being resumed)."""
     data, train = config.data, config.train
+    if config.model.kind == "t5":
+        check_t5_decoder_length(data)  # before the tokenizer and datasets are built
     # The main rank builds (or finds) the prepared data; the others then find it cached.
     if ctx.is_main:
         prepared = prepare(data)
