@@ -217,7 +217,7 @@ def _check_split(lang: str, dataset: IndexedDataset, split_matrix, split: str) -
 
 def _check_t5_lengths(tokenizer: SentencePieceTokenizer, data: DataConfig) -> None:
     """The most pieces a sample can mask must fit the sentinels and the decoder length."""
-    most_masked = math.floor(data.noise_density * (data.seq_length - 2))
+    most_masked = _most_masked(data)
     if most_masked > len(tokenizer.additional_special_tokens_ids):
         raise SampleDataError(
             f"span corruption may need {most_masked} sentinels (data.noise_density x "
@@ -227,11 +227,15 @@ def _check_t5_lengths(tokenizer: SentencePieceTokenizer, data: DataConfig) -> No
     check_t5_decoder_length(data)
 
 
+def _most_masked(data: DataConfig) -> int:
+    """The most encoder pieces span corruption can mask in one sample."""
+    return math.floor(data.noise_density * (data.seq_length - 2))
+
+
 def check_t5_decoder_length(data: DataConfig) -> None:
     """The decoder must hold the longest target span corruption can make; needs no data, so
     a run checks it before preparing any."""
-    most_masked = math.floor(data.noise_density * (data.seq_length - 2))
-    needed = 1 + 2 * most_masked  # <bos>, and per span a sentinel, worst case 1-piece spans
+    needed = 1 + 2 * _most_masked(data)  # <bos>, and per span a sentinel, worst case 1-piece spans
     if data.decoder_seq_length < needed:
         raise SampleDataError(
             f"data.decoder_seq_length {data.decoder_seq_length} is too short: with "

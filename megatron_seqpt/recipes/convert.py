@@ -46,10 +46,8 @@ def _check_config_tokenizer(source: Path, meta: dict, config: RunConfig) -> None
     """A target config naming a tokenizer must name the source's."""
     if not config.data.tokenizer_model:
         return
-    named = SentencePieceTokenizer(config.data.tokenizer_model)
-    ckpt.check_tokenizer(source, meta.get("tokenizer"), named.identity, named.model_file,
-                         "set data.tokenizer_model in the config to the source run's "
-                         f"{source.parent.parent / ckpt.TOKENIZER_FILE}")
+    ckpt.check_tokenizer(source, meta.get("tokenizer"),
+                         SentencePieceTokenizer(config.data.tokenizer_model))
 
 
 def warm_start(encoder: Path, config_path: str, overrides: Sequence[str], output: Path,
@@ -66,8 +64,7 @@ def warm_start(encoder: Path, config_path: str, overrides: Sequence[str], output
     try:
         count = initialization.load_encoder(modules, source, config.model, vocab)
         log(f"took {count} tensors (embeddings and encoder) from {source}; decoder is new")
-        return save_weights(modules, output, config, vocab, meta.get("precision", "fp32"),
-                            source)
+        return save_weights(modules, output, config, source, meta)
     finally:
         distributed.shutdown()
 
@@ -83,7 +80,6 @@ def extract_encoder(seq2seq: Path, output: Path, head: extract.Head,
     try:
         extract.load_from_seq2seq(modules, source, head)
         log(f"took embeddings and encoder from {source}; MLM head: {head}")
-        return save_weights(modules, output, config, vocab, meta.get("precision", "fp32"),
-                            source)
+        return save_weights(modules, output, config, source, meta)
     finally:
         distributed.shutdown()

@@ -20,26 +20,27 @@ from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
 
 
 def save_weights(modules: Iterable[torch.nn.Module], output: Path, config: RunConfig,
-                 vocab_size: int, precision: str, source: Path) -> Path:
-    """Write the modules' weights as step 0 of ``output`` (with ``output/config.yaml``), with
-    the tokenizer of the ``source`` checkpoint they came from (its record and its file)."""
+                 source: Path, meta: dict) -> Path:
+    """Write the modules' weights as step 0 of ``output`` (with ``output/config.yaml``). They
+    came from checkpoint ``source`` (``meta``: its metadata), whose vocabulary, precision and
+    tokenizer (record and file) they keep."""
     state = {}
     for module in modules:
         state.update(module.sharded_state_dict())
     layout = {"tp": parallel_state.get_tensor_model_parallel_world_size(),
               "pp": parallel_state.get_pipeline_model_parallel_world_size(),
               "dp": parallel_state.get_data_parallel_world_size()}
-    metadata = {"model": ckpt.model_shape(config.model, vocab_size), "layout": layout,
-                "step": 0, "precision": precision, "weights_only": True}
-    tokenizer = ckpt.content_metadata(source).get("tokenizer")
-    if tokenizer:
-        metadata["tokenizer"] = tokenizer
+    metadata = {"model": ckpt.model_shape(config.model, meta["model"]["vocab_size"]),
+                "layout": layout, "step": 0, "precision": meta.get("precision", "fp32"),
+                "weights_only": True}
+    if meta.get("tokenizer"):
+        metadata["tokenizer"] = meta["tokenizer"]
     manager = ckpt.CheckpointManager(output, keep_last=0)
     path = manager.save(0, {"model": state}, metadata,
                         lambda directory: dump(config, directory / "config.yaml"))
     if torch.distributed.get_rank() == 0:
         dump(config, Path(output) / "config.yaml")
-        own = source.parent.parent / TOKENIZER_FILE
+        own = ckpt.tokenizer_file_of(source)
         if own.is_file():
             shutil.copyfile(own, Path(output) / TOKENIZER_FILE)
     return path

@@ -70,13 +70,10 @@ def find_pretrained(path: str | Path, step: Optional[int] = None) -> PretrainedR
     meta = ckpt.content_metadata(checkpoint)
     config = run_config(checkpoint)
     tokenizer = _tokenizer_of(checkpoint, config)
-    saved = meta.get("tokenizer", {}).get("sha256")
-    if saved is not None:
+    if meta.get("tokenizer"):
         from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 
-        found = SentencePieceTokenizer(tokenizer).model_sha256
-        if found != saved:
-            raise UserError(f"{checkpoint} was trained with a tokenizer of sha256 {saved[:12]}, "
-                            f"but {tokenizer} is {found[:12]}; put the run's own tokenizer "
-                            f"back at {checkpoint.parent.parent / TOKENIZER_FILE}")
+        ckpt.check_tokenizer(checkpoint, meta["tokenizer"], SentencePieceTokenizer(tokenizer),
+                             "put the run's own tokenizer back at "
+                             f"{ckpt.tokenizer_file_of(checkpoint)}")
     return PretrainedRun(checkpoint, config, meta, tokenizer)

@@ -155,10 +155,13 @@ class SentenceSplitter:
             start = 0
             while len(paragraph) - start > MAX_PARAGRAPH_CHARS:
                 window = paragraph[start:start + MAX_PARAGRAPH_CHARS]
-                cuts = [m.end() for m in _WINDOW_CUT.finditer(window)]
-                sentence_ends = [m.end() for m in _WINDOW_CUT.finditer(window)
-                                 if not m.group()[0].isspace()]
-                end = (sentence_ends or cuts or [len(window)])[-1]
+                last_space = last_sentence_end = None
+                for cut in _WINDOW_CUT.finditer(window):
+                    if cut.group()[0].isspace():
+                        last_space = cut.end()
+                    else:
+                        last_sentence_end = cut.end()
+                end = last_sentence_end or last_space or len(window)
                 yield offset + start, window[:end]
                 start += end
             yield offset + start, paragraph[start:]

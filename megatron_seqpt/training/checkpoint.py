@@ -111,11 +111,13 @@ def verify(checkpoint: Path) -> None:
     if problem is None:
         _verified[key] = stamp
         return
-    older = [p for p in complete_checkpoints(checkpoint.parent)
-             if step_of(p) < step_of(checkpoint) and damage(p, full=main) is None] \
-        if checkpoint.name.startswith("step_") else []
-    offer = (f"the newest intact one before it is {older[-1].name}: write that name into "
-             f"{checkpoint.parent / LATEST} to resume from it") if older else \
+    # Only the newest intact one is named: older ones are not read.
+    older = reversed(complete_checkpoints(checkpoint.parent)) \
+        if checkpoint.name.startswith("step_") else ()
+    intact = next((p for p in older if step_of(p) < step_of(checkpoint)
+                   and damage(p, full=main) is None), None)
+    offer = (f"the newest intact one before it is {intact.name}: write that name into "
+             f"{checkpoint.parent / LATEST} to resume from it") if intact else \
         "there is no intact checkpoint before it"
     raise CheckpointError(f"checkpoint {checkpoint} is damaged: {problem}; {offer}")
 
@@ -178,17 +180,29 @@ def check_same_shape(path: Path, saved: dict, current: dict) -> None:
             + f"\nuse the config the checkpoint was written with ({path}/config.yaml)")
 
 
-def check_tokenizer(path: Path, saved: Optional[dict], current: dict, current_file: Path,
-                    fix: str) -> None:
-    """Refuse to load a checkpoint trained with another tokenizer (``identity`` dicts; a
-    checkpoint without a record, such as an old conversion, is taken as it is)."""
+def tokenizer_file_of(checkpoint: Path) -> Path:
+    """The run directory's copy of the tokenizer ``checkpoint`` was trained with."""
+    return checkpoint.parent.parent / TOKENIZER_FILE
+
+
+def check_tokenizer(path: Path, saved: Optional[dict], tokenizer: Any,
+                    fix: Optional[str] = None) -> None:
+    """Refuse to load a checkpoint trained with another tokenizer than ``tokenizer`` (a
+    SentencePieceTokenizer; ``saved`` is the checkpoint's record of its identity, and one
+    without a record, such as an old conversion, is taken as it is). ``fix`` says what to do;
+    by default: use the run's own copy."""
+    current = tokenizer.identity
     if not saved or saved.get("sha256") == current["sha256"]:
         return
+    if fix is None:
+        own = tokenizer_file_of(path)
+        fix = "use the tokenizer it was trained with: " + (
+            f"data.tokenizer_model={own}" if own.is_file() else "data.tokenizer_model")
     raise CheckpointError(
         f"{path} was trained with another tokenizer (sha256 {saved['sha256'][:12]}, "
-        f"{saved.get('vocab_size')} pieces) than {current_file} (sha256 "
+        f"{saved.get('vocab_size')} pieces) than {tokenizer.model_file} (sha256 "
         f"{current['sha256'][:12]}, {current['vocab_size']} pieces): its ids would mean other "
-        f"pieces. {fix}")
+        f"pieces; {fix}")
 
 
 def _rng_state() -> dict[str, Any]:

@@ -31,8 +31,8 @@ from megatron_seqpt.models.vocab import padded_vocab_size
 from megatron_seqpt.runtime.distributed import DistributedContext, seed_everything
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.training import checkpoint as ckpt
-from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
 from megatron_seqpt.training import evaluation, freeze, optimizer_state, run_lock, run_state
+from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
 from megatron_seqpt.training.freeze import FreezeSchedule
 from megatron_seqpt.training.metrics import MetricsLogger, Window
 from megatron_seqpt.training.optim import Optimization, rebuild_for
@@ -40,8 +40,6 @@ from megatron_seqpt.training.preemption import PreemptionHandler
 from megatron_seqpt.training.pretraining import PretrainWorkload
 from megatron_seqpt.training.state import RunResult, Status, TrainState
 from megatron_seqpt.training.workload import Workload
-
-# The run's tokenizer, copied into the run directory (what fine-tuning and export read).
 
 
 def resolve_precision(requested: str, bf16_available: bool) -> str:
@@ -136,9 +134,7 @@ class Trainer:
             log(f"initialised weights from {source}")
         else:
             for source in self.workload.weight_sources():
-                own = source.parent.parent / TOKENIZER_FILE
-                self._check_tokenizer(source, "train with that run's tokenizer: "
-                                      f"data.tokenizer_model={own}")
+                self._check_tokenizer(source, ckpt.content_metadata(source))
             done = self.workload.initialize(self.modules, self.vocab_size)
             if done:
                 self.opt.optimizer.reload_model_params()
@@ -261,11 +257,7 @@ class Trainer:
     def load_checkpoint(self, path: Path, *, full: bool) -> None:
         """``full``: resume everything; otherwise take the weights only."""
         meta = ckpt.content_metadata(path)
-        own = path.parent.parent / TOKENIZER_FILE
-        self._check_tokenizer(path, f"use the tokenizer it was trained with: "
-                              f"data.tokenizer_model={own}" if own.is_file() else
-                              "use the tokenizer it was trained with (data.tokenizer_model)",
-                              meta)
+        self._check_tokenizer(path, meta)
         self.workload.check_checkpoint(path, meta, self.vocab_size)
         loaded = run_state.restore(path, meta, self.modules, self.opt, self.data,
                                    same_layout=meta["layout"] == self._layout(), full=full,
@@ -273,11 +265,8 @@ class Trainer:
         if loaded is not None:
             self.state = loaded
 
-    def _check_tokenizer(self, path: Path, fix: str, meta: Optional[dict] = None) -> None:
-        meta = meta if meta is not None else ckpt.content_metadata(path)
-        tokenizer = self.data.tokenizer
-        ckpt.check_tokenizer(path, meta.get("tokenizer"), tokenizer.identity,
-                             Path(tokenizer.model_file), fix)
+    def _check_tokenizer(self, path: Path, meta: dict) -> None:
+        ckpt.check_tokenizer(path, meta.get("tokenizer"), self.data.tokenizer)
 
     # ----------------------------------------------------------------- steps
 
