@@ -40,9 +40,12 @@ setup(
         "protobuf>=3.20",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        # The export tests compare exported Hugging Face models with the project's.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "transformers>=4.48", "safetensors>=0.4"],
+        # ``seqpt export hf`` / ``seqpt import hf``.
+        "export": ["transformers>=4.48", "safetensors>=0.4"],
         # benchmarks/train_throughput.py compares against Hugging Face models.
-        "bench": ["transformers>=4.40"],
+        "bench": ["transformers>=4.48"],
     },
     entry_points={"console_scripts": ["seqpt=megatron_seqpt.cli:main"]},
 )

@@ -63,3 +63,33 @@ def test_mlm_head_at_masked_positions_equals_full_sequence_head(single_process, 
     assert masked_loss == pytest.approx(full_loss, rel=1e-6)
     for name, grad in masked_grads.items():
         assert_close_to_scale(grad, full_grads[name], name)
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_mlp_uses_the_exact_gelu_of_the_mlm_head_on_every_device(cuda, single_process,
+                                                                 cache_dir):
+    """The MLP's GELU is the exact one the MLM head (and a Hugging Face export) uses, also
+    where the GPU fusions are on: megatron-core's fused bias-GELU is the tanh approximation,
+    1e-3 away, which would make GPU-trained weights a different model on CPU and in HF."""
+    import dataclasses
+
+    import torch.nn.functional as F
+    from megatron.core.transformer.spec_utils import build_module
+
+    from megatron_seqpt.models.builder import transformer_config
+    from megatron_seqpt.models.specs import encoder_layer_spec
+    from megatron_seqpt.runtime.backend import Backend
+
+    config = tiny_config("encoder", cache_dir)
+    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    impl = choose_impl("local", "sdpa", ctx.backend)
+    backend = Backend(cuda=cuda, transformer_engine=False, apex=False)
+    mcore = transformer_config(config.model, config.model.encoder, config.parallel, "fp32",
+                               impl, backend)
+    mcore = dataclasses.replace(mcore, use_cpu_initialization=True)  # built here, on the CPU
+    mlp = build_module(encoder_layer_spec(impl).submodules.mlp, config=mcore)
+    x = torch.randn(5, 2, config.model.hidden_size) * 20  # pre-activations of order 1
+    out, bias = mlp(x)
+    fc1, fc2 = mlp.linear_fc1, mlp.linear_fc2
+    expected = F.gelu(x @ fc1.weight.T + fc1.bias) @ fc2.weight.T
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

@@ -63,9 +63,11 @@ def transformer_config(model: ModelConfig, stack: StackConfig, parallel: Paralle
         calculate_per_token_loss=True,
         use_cpu_initialization=not on_gpu,
         attention_backend=AttnBackend.local if impl.is_local else AttnBackend.auto,
-        # Fusions that need CUDA kernels only where those exist.
+        # Fusions that need CUDA kernels only where those exist. Not the bias-GELU fusion:
+        # it computes the tanh approximation, while the MLM head (and the CPU) use the exact
+        # GELU; one GELU keeps a GPU-trained model the same model on CPU and in an export.
         masked_softmax_fusion=backend.fused_softmax,
-        bias_activation_fusion=on_gpu and model.activation in ("gelu", "swiglu"),
+        bias_activation_fusion=on_gpu and model.activation == "swiglu",
         bias_dropout_fusion=on_gpu,
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
