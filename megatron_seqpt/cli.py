@@ -23,6 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
                    "tokenize a corpus into megatron-core indexed datasets, one per language"),
     "convert": ("megatron_seqpt.commands.convert_cmd",
                 "warm-start T5 from an MLM encoder, or extract an encoder from T5"),
+    "export": ("megatron_seqpt.commands.export_cmd",
+               "a run's model as a Hugging Face transformers directory (MegatronBert, "
+               "Blenderbot-layout T5, fast tokenizer), checked against the project's logits"),
+    "import": ("megatron_seqpt.commands.import_cmd",
+               "a Hugging Face model written by export as a checkpoint to train further"),
     "flops": ("megatron_seqpt.commands.flops_cmd",
               "compute accounting: FLOPs per component, per run, and the recipe's saving"),
     "pretrain": ("megatron_seqpt.commands.pretrain_cmd",

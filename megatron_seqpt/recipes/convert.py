@@ -10,9 +10,9 @@ from typing import Sequence
 
 from megatron_seqpt.config import RunConfig, load_run_config
 from megatron_seqpt.config.schema import ParallelConfig
-from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.builder import build_model
 from megatron_seqpt.models.specs import choose_impl
+from megatron_seqpt.outputs import check_new_output
 from megatron_seqpt.recipes import extract
 from megatron_seqpt.recipes.weights import save_weights
 from megatron_seqpt.runtime import distributed
@@ -33,12 +33,8 @@ def _build(config: RunConfig, vocab_size: int, precision: str):
 
 def _check_output(output: Path, force: bool) -> None:
     """Never take over a run: its config and ``latest`` pointer would be replaced."""
-    if output.is_file():
-        raise UserError(f"--output {output} is a file; name a new directory")
-    if output.is_dir() and any(output.iterdir()):
-        if not force:
-            raise UserError(f"--output {output} exists and is not empty; name a new directory "
-                            "(or pass --force to replace what it holds)")
+    check_new_output(output, force)
+    if output.is_dir() and force:
         shutil.rmtree(output)
 
 
@@ -64,7 +60,8 @@ def warm_start(encoder: Path, config_path: str, overrides: Sequence[str], output
     try:
         count = initialization.load_encoder(modules, source, config.model, vocab)
         log(f"took {count} tensors (embeddings and encoder) from {source}; decoder is new")
-        return save_weights(modules, output, config, source, meta)
+        return save_weights(modules, output, config, meta,
+                            ckpt.tokenizer_file_of(source))
     finally:
         distributed.shutdown()
 
@@ -80,6 +77,7 @@ def extract_encoder(seq2seq: Path, output: Path, head: extract.Head,
     try:
         extract.load_from_seq2seq(modules, source, head)
         log(f"took embeddings and encoder from {source}; MLM head: {head}")
-        return save_weights(modules, output, config, source, meta)
+        return save_weights(modules, output, config, meta,
+                            ckpt.tokenizer_file_of(source))
     finally:
         distributed.shutdown()

@@ -20,10 +20,10 @@ from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
 
 
 def save_weights(modules: Iterable[torch.nn.Module], output: Path, config: RunConfig,
-                 source: Path, meta: dict) -> Path:
-    """Write the modules' weights as step 0 of ``output`` (with ``output/config.yaml``). They
-    came from checkpoint ``source`` (``meta``: its metadata), whose vocabulary, precision and
-    tokenizer (record and file) they keep."""
+                 meta: dict, tokenizer_file: Path) -> Path:
+    """Write the modules' weights as step 0 of ``output`` (with ``output/config.yaml`` and a
+    copy of ``tokenizer_file``). ``meta``: the metadata of the checkpoint they came from, whose
+    vocabulary, precision and tokenizer record they keep."""
     state = {}
     for module in modules:
         state.update(module.sharded_state_dict())
@@ -40,7 +40,6 @@ def save_weights(modules: Iterable[torch.nn.Module], output: Path, config: RunCo
                         lambda directory: dump(config, directory / "config.yaml"))
     if torch.distributed.get_rank() == 0:
         dump(config, Path(output) / "config.yaml")
-        own = ckpt.tokenizer_file_of(source)
-        if own.is_file():
-            shutil.copyfile(own, Path(output) / TOKENIZER_FILE)
+        if tokenizer_file.is_file():
+            shutil.copyfile(tokenizer_file, Path(output) / TOKENIZER_FILE)
     return path
