@@ -84,6 +84,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        # A full or read-only disk, a vanished directory: one line naming the path.
+        if err.filename is None:
+            raise
+        from megatron_seqpt.files import write_error
+
+        print(f"{prog}: error: {write_error(err, err.filename, 'use')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -226,3 +226,28 @@ def test_non_finite_weights_are_never_saved(single_process, cache_dir, tmp_path)
 
 def _no_constants(name: str) -> None:
     raise AssertionError(f"result.json holds {name}, which is not JSON")
+
+
+def test_a_child_the_killed_holder_forked_does_not_keep_the_lock(tmp_path):
+    """megatron-core's checkpoint writers are forked children; one that outlives a kill -9 of
+    the run (observed: hung on a futex) must not lock the run directory forever."""
+    from megatron_seqpt.training import run_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time; from pathlib import Path; "
+         "from megatron_seqpt.training import run_lock; run_lock.acquire(Path(sys.argv[1])); "
+         "child = os.fork()\n"
+         "if child == 0: time.sleep(600)\n"
+         "print(child, flush=True); time.sleep(600)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        os.kill(child, 0)  # the child lives on
+        run_lock.acquire(run)  # not refused
+        run_lock.release(run)
+    finally:
+        os.kill(child, signal.SIGKILL)

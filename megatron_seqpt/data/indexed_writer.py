@@ -3,7 +3,9 @@
 Each dataset is built by megatron-core's ``IndexedDatasetBuilder`` under a temporary name. Only
 when every dataset of the run is complete are they moved to their final names, each .idx after
 its .bin: a .bin/.idx pair at the final names is always a complete one. A run that fails or is
-interrupted deletes its temporary files.
+interrupted deletes its temporary files; those of a killed run are removed by the next run that
+writes the same prefix (``files.sweep_stale``). A write error (full or read-only disk) is one
+line naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from megatron.core.datasets.indexed_dataset import (
     IndexedDataset,
     IndexedDatasetBuilder,
 )
+
+from megatron_seqpt.files import remove_quietly, sweep_stale, temporary_tag, write_error
 
 
 def token_dtype(vocab_size: int) -> type[np.number]:
@@ -38,24 +42,35 @@ class IndexedOutputs:
     def __init__(self, dtype: type[np.number]):
         self.dtype = dtype
         self._builders: dict[str, IndexedDatasetBuilder] = {}
-        self._suffix = f".tmp-{os.getpid()}"
+        self._suffix = temporary_tag()
 
     def builder(self, prefix: str) -> IndexedDatasetBuilder:
         """The builder for ``prefix``, opened (under a temporary name) on first use."""
         if prefix not in self._builders:
-            Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-            self._builders[prefix] = IndexedDatasetBuilder(self._temporary(prefix, ".bin"),
-                                                           dtype=self.dtype)
+            temporary = self._temporary(prefix, ".bin")
+            try:
+                Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+                sweep_stale(prefix)
+                self._builders[prefix] = IndexedDatasetBuilder(temporary, dtype=self.dtype)
+            except OSError as err:
+                raise write_error(err, temporary) from None
         return self._builders[prefix]
 
     def add_document(self, prefix: str, tokens: np.ndarray, lengths: Sequence[int]) -> None:
         """One document whose items (sentences) have these lengths, in order."""
-        self.builder(prefix).add_document(tokens, lengths)
+        builder = self.builder(prefix)
+        try:
+            builder.add_document(tokens, lengths)
+        except OSError as err:
+            raise write_error(err, self._temporary(prefix, ".bin")) from None
 
     def commit(self) -> list[str]:
         """Finish every dataset, then move them all to their final names."""
         for prefix, builder in self._builders.items():
-            builder.finalize(self._temporary(prefix, ".idx"))
+            try:
+                builder.finalize(self._temporary(prefix, ".idx"))
+            except OSError as err:
+                raise write_error(err, self._temporary(prefix, ".idx")) from None
         for prefix in self._builders:
             # A stale .idx must not pair with the new .bin while they move.
             Path(f"{prefix}.idx").unlink(missing_ok=True)
@@ -65,11 +80,15 @@ class IndexedOutputs:
         return committed
 
     def discard(self) -> None:
-        """Delete every temporary file of this run."""
+        """Delete every temporary file of this run. Closing a file on a full disk fails
+        (its buffer cannot be written): that must not hide the error being cleaned up after."""
         for prefix, builder in self._builders.items():
-            builder.data_file.close()
+            try:
+                builder.data_file.close()
+            except OSError:
+                pass
             for suffix in (".bin", ".idx"):
-                Path(self._temporary(prefix, suffix)).unlink(missing_ok=True)
+                remove_quietly(self._temporary(prefix, suffix))
         self._builders = {}
 
     def _temporary(self, prefix: str, suffix: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 import sentencepiece as spm
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.files import publish_files, sweep_stale, write_error
 from megatron_seqpt.text.corpus import (
     ByteProgress,
     ReadOptions,
@@ -184,17 +184,18 @@ def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, mod
 
 
 def _write_model(model: bytes, prefix: Path) -> Path:
-    """PREFIX.vocab (piece and score a line, as sentencepiece writes it), then PREFIX.model,
-    each complete before it takes its final name."""
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    """PREFIX.vocab (piece and score a line, as sentencepiece writes it) and PREFIX.model,
+    published together: both complete under temporary names first, so a failure (a full disk)
+    leaves neither a new .vocab beside an old .model nor one without the other."""
+    try:
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(err, prefix.parent) from None
+    for suffix in (".vocab", ".model"):
+        sweep_stale(f"{prefix}{suffix}")
     processor = spm.SentencePieceProcessor(model_proto=model)
     vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
                     for i in range(processor.vocab_size()))
-    for suffix, content in ((".vocab", vocab.encode("utf-8")), (".model", model)):
-        temporary = Path(f"{prefix}{suffix}.tmp-{os.getpid()}")
-        try:
-            temporary.write_bytes(content)
-            os.replace(temporary, f"{prefix}{suffix}")
-        finally:
-            temporary.unlink(missing_ok=True)
+    publish_files({Path(f"{prefix}.vocab"): vocab.encode("utf-8"),
+                   Path(f"{prefix}.model"): model})
     return Path(f"{prefix}.model")

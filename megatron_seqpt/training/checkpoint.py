@@ -12,9 +12,11 @@ Layout of RUN/checkpoints/:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -28,11 +30,15 @@ from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from megatron_seqpt.config.schema import ModelConfig
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.files import WriteError, write_error
 from megatron_seqpt.hashing import file_sha256
 
 FORMAT_VERSION = 1
 LATEST = "latest"
 PARTIAL_SUFFIX = ".partial"
+# A save that failed with less free space than this left on its file system ran out of it
+# (torch's writer does not always say so: its C++ stream drops the errno).
+FULL_DISK_BYTES = 64 << 20
 CHECKSUMS = "checksums.json"
 # The run directory's copy of the tokenizer its checkpoints were trained with.
 TOKENIZER_FILE = "tokenizer.model"
@@ -244,6 +250,28 @@ def restore_rng(states: list) -> None:
     _set_rng_state(states[dp_rank] if dp_rank < len(states) else states[0])
 
 
+def _disk_error(err: BaseException, directory: Path) -> Optional[OSError]:
+    """The OS error behind a failed save: raised as it is, or reported by torch's checkpoint
+    writer as text ("[Errno 28] No space left on device") from a worker, or lost in its C++
+    stream ("unexpected pos"), where the file system with no space left tells it."""
+    if isinstance(err, (KeyboardInterrupt, SystemExit)):  # torch's CheckpointException is a
+        return None                                        # BaseException too
+    if isinstance(err, OSError) and err.errno:
+        return err
+    found = re.search(r"\[Errno (\d+)\]", str(err))
+    if found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return None
+    if free >= FULL_DISK_BYTES:
+        return None
+    return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free / 1e6:.1f} MB free "
+                                 "when torch's checkpoint writer failed")
+
+
 class CheckpointManager:
     """Saves and finds checkpoints of one run directory."""
 
@@ -289,14 +317,22 @@ class CheckpointManager:
         try:
             dist_checkpointing.save(state, str(partial),
                                     content_metadata={"format": FORMAT_VERSION, **metadata})
-        except BaseException:  # an error or a second Ctrl-C: leave no half-written directory
+            dist.barrier()
+            if self.is_main:
+                write_extra(partial)
+                write_checksums(partial)
+        except BaseException as err:  # an error or a second Ctrl-C: no half-written directory
+            disk = _disk_error(err, partial)
             if self.is_main:
                 shutil.rmtree(partial, ignore_errors=True)
+            if disk is not None:
+                latest = self.root / LATEST
+                kept = latest.read_text(encoding="utf-8").strip() if latest.is_file() \
+                    else "none yet"
+                raise WriteError(f"{write_error(disk, final)} (latest checkpoint still: "
+                                 f"{kept})") from None
             raise
-        dist.barrier()
         if self.is_main:
-            write_extra(partial)
-            write_checksums(partial)
             if final.exists():
                 shutil.rmtree(final)
             partial.rename(final)

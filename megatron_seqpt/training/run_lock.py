@@ -5,6 +5,10 @@ main rank takes an ``flock`` on the lock file for as long as the run trains; the
 when the process ends in any way (kill -9 included), so a lock is never stale. The file keeps
 the holder's host and pid for the message a second writer gets. Within one process the lock is
 re-entrant: a run built again after an error (or the next stage of a recipe) takes it over.
+
+A forked child (megatron-core's checkpoint writers fork) would share the lock and keep it
+after a kill -9 of the run for as long as it lives (one was seen hung for good): children close
+their copy at fork, which leaves the parent's lock in place.
 """
 
 from __future__ import annotations
@@ -46,6 +50,20 @@ def acquire(run_dir: Path) -> None:
     os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}, since "
                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
     _held[key] = descriptor
+
+
+def _close_in_child() -> None:
+    """After fork, in the child: drop its references to the locks (not unlock: the lock
+    belongs to the open file both share, which the parent keeps)."""
+    for descriptor in _held.values():
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 def release(run_dir: Path) -> None:

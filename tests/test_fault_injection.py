@@ -1,0 +1,189 @@
+"""Fault injection: full disks (a small real tmpfs; skipped where it cannot be mounted) under
+preprocessing, tokenizer training and checkpoint writing; SIGKILL at random points of
+checkpoint writing and of preprocessing. After each: the previous good state loads, nothing
+stale is left (or the next run removes it), and the message is one line naming the path."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from megatron_seqpt.config import dump
+from megatron_seqpt.training import checkpoint as ckpt
+from tests.raw_corpus import CORPUS, tokenizer_model
+from tests.run_configs import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``make(size)``: a directory on a tmpfs of that size, unmounted afterwards."""
+    mounts = []
+
+    def make(size: str) -> Path:
+        where = tmp_path / f"disk{len(mounts)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(where)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+        mounts.append(where)
+        return where
+
+    yield make
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path, leave_bytes: int) -> None:
+    """Take all of the disk's free space but ``leave_bytes``."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(disk / "filler", "wb") as filler:
+        filler.write(b"\0" * max(0, free - leave_bytes))
+
+
+def _one_line_error(stderr: str, path_part: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if ": error: " in line]
+    assert len(lines) == 1, stderr
+    assert "No space left on device (ENOSPC)" in lines[0] and path_part in lines[0], stderr
+
+
+def _tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *args, "--quiet"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def test_preprocessing_on_a_full_disk_fails_in_one_line_and_leaves_nothing(small_disk):
+    disk = small_disk("96k")
+    done = _tool("preprocess_data.py", "--input", str(CORPUS), "--output-prefix",
+                 str(disk / "x"), "--tokenizer-model", str(tokenizer_model()))
+    assert done.returncode == 2, done.stderr
+    _one_line_error(done.stderr, str(disk))
+    assert list(disk.iterdir()) == []
+
+
+def test_tokenizer_training_on_a_full_disk_keeps_the_old_model_and_vocab(small_disk):
+    disk = small_disk("1m")
+    old = {suffix: f"old {suffix}".encode() for suffix in (".model", ".vocab")}
+    for suffix, content in old.items():
+        (disk / f"tok{suffix}").write_bytes(content)
+    _fill(disk, leave_bytes=24 * 1024)  # the new .vocab fits, the .model beside it does not
+    done = _tool("train_tokenizer.py", "--input", str(CORPUS), "--vocab-size", "2000",
+                 "--output-prefix", str(disk / "tok"))
+    assert done.returncode == 2, done.stderr
+    _one_line_error(done.stderr, str(disk / "tok"))
+    assert {p.name for p in disk.iterdir()} == {"tok.model", "tok.vocab", "filler"}
+    for suffix, content in old.items():
+        assert (disk / f"tok{suffix}").read_bytes() == content
+
+
+def test_a_checkpoint_that_does_not_fit_keeps_the_last_good_one(small_disk, tmp_path):
+    disk = small_disk("64m")
+    config = tmp_path / "config.yaml"
+    dump(tiny_config("encoder", tmp_path / "cache",
+                     ["train.steps=4", "checkpoint.save_interval=2", "checkpoint.keep_last=0",
+                      "train.eval_interval=100", "logging.tensorboard=false"]), config)
+    command = [sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--config", str(config),
+               "--run-dir", str(disk / "run")]
+    first = subprocess.run(command + ["train.steps=2"], capture_output=True, text=True,
+                           env=ENV, timeout=300)
+    assert first.returncode == 0, first.stderr
+    size = sum(p.stat().st_size for p in (disk / "run" / "checkpoints").rglob("*")
+               if p.is_file())
+    _fill(disk, leave_bytes=size // 2)
+    second = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    assert second.returncode != 0
+    _one_line_error(second.stderr, str(disk / "run"))
+    root = disk / "run" / "checkpoints"
+    assert ckpt.resolve(disk / "run").name == "step_0000002"  # verified by its checksums
+    assert not list(root.glob("*.partial"))
+    (disk / "filler").unlink()
+    again = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((disk / "run" / "result.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_a_random_point_of_checkpoint_writing_loses_nothing(seed, tmp_path):
+    config = tmp_path / "config.yaml"
+    dump(tiny_config("encoder", tmp_path / "cache",
+                     ["train.steps=100000", "checkpoint.save_interval=1", "checkpoint.keep_last=2",
+                      "train.eval_interval=100000", "logging.tensorboard=false"]), config)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--config", str(config),
+               "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=ENV)
+    root = run_dir / "checkpoints"
+    deadline = time.time() + 180
+    while not (root / "latest").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    # Every step saves: a random moment from here falls in or between checkpoint writes.
+    time.sleep(random.Random(seed).uniform(0.2, 3.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    good = ckpt.resolve(run_dir)  # the newest published checkpoint, verified complete
+    step = int(good.name.split("_")[1])
+    again = subprocess.run(command + [f"train.steps={step + 1}"], capture_output=True,
+                           text=True, env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"at step {step}" in again.stdout
+    assert not list(root.glob("*.partial"))
+    assert json.loads((run_dir / "result.json").read_text())["step"] == step + 1
+
+
+def test_stale_temporaries_of_dead_processes_are_swept_and_live_ones_kept(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = socket.gethostname()
+    try:
+        prefix = "x_en_text_document"
+        left = [out / f"{prefix}.tmp-{host}-{dead.pid}.bin",
+                out / f"{prefix}.tmp-{dead.pid}.idx"]  # also the older naming
+        kept = [out / f"{prefix}.tmp-{host}-{alive.pid}.bin",
+                out / f"{prefix}.tmp-otherhost-{dead.pid}.bin"]  # another host's process
+        for path in left + kept:
+            path.write_bytes(b"partial")
+        done = _tool("preprocess_data.py", "--input", str(CORPUS), "--output-prefix",
+                     str(out / "x"), "--tokenizer-model", str(tokenizer_model()))
+        assert done.returncode == 0, done.stderr
+        assert not any(path.exists() for path in left)
+        assert all(path.exists() for path in kept)
+        assert (out / f"{prefix}.bin").stat().st_size > 0
+    finally:
+        alive.kill()
+
+
+def test_sigkill_during_preprocessing_leaves_only_temporaries_the_next_run_removes(tmp_path):
+    out = tmp_path / "out"
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(CORPUS.read_bytes() * 12)
+    tool = [sys.executable, str(ROOT / "tools/preprocess_data.py"), "--input", str(big),
+            "--output-prefix", str(out / "x"), "--tokenizer-model", str(tokenizer_model()),
+            "--quiet"]
+    proc = subprocess.Popen(tool, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    deadline = time.time() + 120
+    while not any(".tmp-" in p.name for p in out.glob("*")):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    names = [p.name for p in out.iterdir()]
+    assert names and all(".tmp-" in name for name in names), names  # nothing published
+    done = subprocess.run(tool, capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
