@@ -163,3 +163,17 @@ def test_cli_help_lists_commands():
                             capture_output=True, text=True)
     assert result.returncode == 0
     assert "config" in result.stdout and "env" in result.stdout
+
+
+def test_seqpt_config_checks_what_a_run_would_refuse_before_any_work(capsys, monkeypatch):
+    from megatron_seqpt import cli
+
+    for var in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["config", "parallel.tensor_model_parallel_size=4"]) == 2
+    err = capsys.readouterr().err
+    assert "world size 1" in err and "--world-size" in err
+    assert cli.main(["config", "--world-size", "8", "parallel.tensor_model_parallel_size=4"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["parallel"]["tensor_model_parallel_size"] == 4
+    assert cli.main(["config", "model.kind=t5", "data.decoder_seq_length=10"]) == 2
+    assert "data.decoder_seq_length 10 is too short" in capsys.readouterr().err
