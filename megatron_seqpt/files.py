@@ -22,7 +22,7 @@ _STALE = re.compile(r"\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)(?:\.[^.]*)?$")
 _ADVICE = {
     errno_codes.ENOSPC: "free space there or write elsewhere",
     errno_codes.EDQUOT: "free space within your quota or write elsewhere",
-    errno_codes.EROFS: "the file system is read-only; write elsewhere",
+    errno_codes.EROFS: "write elsewhere",
     errno_codes.EACCES: "you may not write there; fix its permissions or write elsewhere",
     errno_codes.EPERM: "you may not write there; fix its permissions or write elsewhere",
 }

@@ -29,10 +29,10 @@ def small_disk(tmp_path):
     """``make(size)``: a directory on a tmpfs of that size, unmounted afterwards."""
     mounts = []
 
-    def make(size: str) -> Path:
+    def make(size: str, options: str = "") -> Path:
         where = tmp_path / f"disk{len(mounts)}"
         where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options}size={size}", "tmpfs",
                                str(where)], capture_output=True, text=True)
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
@@ -51,11 +51,12 @@ def _fill(disk: Path, leave_bytes: int) -> None:
         filler.write(b"\0" * max(0, free - leave_bytes))
 
 
-def _one_line_error(stderr: str, path_part: str) -> None:
+def _one_line_error(stderr: str, path_part: str,
+                    cause: str = "No space left on device (ENOSPC)") -> None:
     assert "Traceback" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if ": error: " in line]
     assert len(lines) == 1, stderr
-    assert "No space left on device (ENOSPC)" in lines[0] and path_part in lines[0], stderr
+    assert cause in lines[0] and path_part in lines[0], stderr
 
 
 def _tool(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -70,6 +71,23 @@ def test_preprocessing_on_a_full_disk_fails_in_one_line_and_leaves_nothing(small
     assert done.returncode == 2, done.stderr
     _one_line_error(done.stderr, str(disk))
     assert list(disk.iterdir()) == []
+
+
+def test_a_read_only_output_is_one_line_for_every_writer(small_disk, tmp_path):
+    disk = small_disk("1m", "ro,")
+    read_only = "Read-only file system (EROFS)"
+    for tool, args in (("preprocess_data.py", ["--tokenizer-model", str(tokenizer_model())]),
+                       ("train_tokenizer.py", ["--vocab-size", "2000"])):
+        done = _tool(tool, "--input", str(CORPUS), "--output-prefix", str(disk / "x"), *args)
+        assert done.returncode == 2, done.stderr
+        _one_line_error(done.stderr, str(disk), read_only)
+    config = tmp_path / "config.yaml"
+    dump(tiny_config("encoder", tmp_path / "cache", ["train.steps=1"]), config)
+    done = subprocess.run([sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--config",
+                           str(config), "--run-dir", str(disk / "run")],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 1, done.stderr
+    _one_line_error(done.stderr, str(disk / "run"), read_only)
 
 
 def test_tokenizer_training_on_a_full_disk_keeps_the_old_model_and_vocab(small_disk):
