@@ -131,3 +131,39 @@ def test_bad_layout_fails_before_any_process_group(single_process):
     with pytest.raises(LayoutError, match="world size 1"):
         single_process.initialize(config.parallel, config.model)
     assert not torch.distributed.is_initialized()
+
+
+def test_a_child_the_run_forked_dies_with_it():
+    """megatron-core's checkpoint writers are forked; one that outlived a kill -9 of the run
+    hung for good. Forked children of a run are killed when it ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import os, time\n"
+         "from megatron_seqpt.runtime import child_processes\n"
+         "child_processes.install()\n"
+         "child = os.fork()\n"
+         "if child == 0: time.sleep(600)\n"
+         "print(child, flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    deadline = time.time() + 10
+    try:
+        while time.time() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the forked child {child} outlived its killed parent")
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

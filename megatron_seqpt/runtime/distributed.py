@@ -20,7 +20,7 @@ from megatron.core import parallel_state, tensor_parallel
 from megatron_seqpt.config.schema import ModelConfig, ParallelConfig
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.runtime import backend as backend_mod
-from megatron_seqpt.runtime import cpu_compat
+from megatron_seqpt.runtime import child_processes, cpu_compat
 from megatron_seqpt.runtime.launch_env import LaunchEnv, detect
 
 
@@ -120,6 +120,7 @@ def initialize(parallel: ParallelConfig, model: Optional[ModelConfig] = None, se
                launch: Optional[LaunchEnv] = None) -> DistributedContext:
     """Start (or join) the process group and megatron-core's parallel state."""
     launch = launch or detect()
+    child_processes.install()
     backend = backend_mod.detect()
     dp = check_layout(launch.world_size, parallel, model)
     if parallel.backend == "nccl" and not backend.cuda:
