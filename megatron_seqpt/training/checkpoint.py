@@ -263,13 +263,11 @@ def _disk_error(err: BaseException, directory: Path) -> Optional[OSError]:
         code = int(found.group(1))
         return OSError(code, os.strerror(code))
     try:
-        free = shutil.disk_usage(directory).free
+        if shutil.disk_usage(directory).free >= FULL_DISK_BYTES:
+            return None
     except OSError:
         return None
-    if free >= FULL_DISK_BYTES:
-        return None
-    return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free / 1e6:.1f} MB free "
-                                 "when torch's checkpoint writer failed")
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 class CheckpointManager:
