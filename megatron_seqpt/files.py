@@ -1,5 +1,6 @@
-"""Writing output files so that a failure (a full or read-only disk, a kill) never leaves a
-half-written file at a final name, nor temporaries that stay forever.
+"""Writing output files and directories so that a failure (a full or read-only disk, a kill)
+never leaves a half-written file at a final name, nor temporaries that stay forever, and an
+existing output directory is never taken over by accident.
 
 Temporaries are named ``<final>.tmp-<host>-<pid><suffix>``: a later run on the same host removes
 those of processes that no longer exist (and never those of a live process, or of another host
@@ -8,13 +9,14 @@ that shares the file system). Errors become one line naming the path and what th
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_codes
 import os
 import re
 import shutil
 import socket
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from megatron_seqpt.errors import UserError
 
@@ -105,3 +107,29 @@ def publish_files(contents: Mapping[Path, bytes]) -> None:
     finally:
         for temporary in temporaries.values():
             remove_quietly(temporary)
+
+
+def check_new_output(output: Path, force: bool) -> None:
+    """``output`` must be new or empty; ``force`` allows replacing what it holds."""
+    if output.is_file():
+        raise UserError(f"--output {output} is a file; name a new directory")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise UserError(f"--output {output} exists and is not empty; name a new directory "
+                        "(or pass --force to replace what it holds)")
+
+
+@contextlib.contextmanager
+def staged_output(output: Path) -> Iterator[Path]:
+    """A temporary directory beside ``output`` to write into; on success it replaces
+    ``output`` (checked with ``check_new_output`` first), on any failure it is removed."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}{temporary_tag()}"
+    remove_quietly(staging)
+    staging.mkdir()
+    try:
+        yield staging
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    finally:
+        remove_quietly(staging)

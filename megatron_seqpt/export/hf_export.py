@@ -30,7 +30,7 @@ from megatron_seqpt.export.model_card import model_card
 from megatron_seqpt.export.parity import max_logit_difference
 from megatron_seqpt.models.builder import build_model
 from megatron_seqpt.models.specs import choose_impl
-from megatron_seqpt.outputs import check_new_output, staged_output
+from megatron_seqpt.files import check_new_output, staged_output
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.tasks.config import FinetuneConfig

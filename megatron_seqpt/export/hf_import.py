@@ -25,7 +25,7 @@ from megatron_seqpt.export.hf_export import SENTENCEPIECE_FILE, require_transfor
 from megatron_seqpt.models.builder import build_model
 from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.models.vocab import padded_vocab_size
-from megatron_seqpt.outputs import check_new_output, staged_output
+from megatron_seqpt.files import check_new_output, staged_output
 from megatron_seqpt.recipes.weights import save_weights
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log

@@ -12,7 +12,7 @@ from megatron_seqpt.config import RunConfig, load_run_config
 from megatron_seqpt.config.schema import ParallelConfig
 from megatron_seqpt.models.builder import build_model
 from megatron_seqpt.models.specs import choose_impl
-from megatron_seqpt.outputs import check_new_output
+from megatron_seqpt.files import check_new_output
 from megatron_seqpt.recipes import extract
 from megatron_seqpt.recipes.weights import save_weights
 from megatron_seqpt.runtime import distributed
