@@ -37,12 +37,11 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from peer_process import PeerProcess, add_peer_arguments
-from project_steps import timed_steps
+from project_steps import PhaseClock, clocked, record_batches, timed_steps
 
 GOAL = 1.0
 PEERS = {"classification": ("BertForSequenceClassification",
@@ -82,48 +81,10 @@ def project_trainer(args, task: str, tokenizer_model: str, tmp: Path):
     return Trainer(config, tmp / task, ctx, workload=FinetuneWorkload(config, pretrained))
 
 
-def record_batches(stream, count: int) -> list[dict[str, torch.Tensor]]:
-    """The stream's next ``count`` micro-batches; the stream is put back where it was."""
-    position = stream.state_dict()
-    batches = [next(stream) for _ in range(count)]
-    stream.load_state_dict(position)
-    return batches
-
-
 def peer_batches(batches: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
     """The micro-batches in Hugging Face's argument names, -100 where no loss is taken."""
     return [{"input_ids": b["text"], "attention_mask": b["padding_mask"],
              "labels": torch.where(b["loss_mask"].bool(), b["labels"], -100)} for b in batches]
-
-
-class PhaseClock:
-    """Seconds spent in the wrapped calls, by phase."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def wrap(self, phase: str, call: Callable) -> Callable:
-        def timed(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return call(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - started
-
-        return timed
-
-    def take(self) -> dict[str, float]:
-        seconds = dict(self.seconds)
-        self.seconds.clear()
-        return seconds
-
-
-def clocked(trainer) -> PhaseClock:
-    """A clock on the trainer's schedule and optimizer step (it calls both by attribute)."""
-    clock = PhaseClock()
-    trainer.forward_backward = clock.wrap("fwd+bwd", trainer.forward_backward)
-    trainer.opt.optimizer.step = clock.wrap("optimizer", trainer.opt.optimizer.step)
-    return clock
 
 
 def time_project(trainer, clock: PhaseClock, steps: int) -> dict[str, float]:

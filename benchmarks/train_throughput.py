@@ -1,12 +1,22 @@
-"""Training throughput of the project's whole step against Hugging Face transformers.
+"""Pre-training step time of the project against Hugging Face transformers, each side in a
+process of its own, with where the project's step goes and how near both come to the machine.
 
-Peers of the same shape (layers, hidden, heads, FFN, vocabulary, sequence lengths, batch):
-the MLM encoder against ``BertForMaskedLM`` and T5 against ``T5ForConditionalGeneration``,
-built from configs (no download). The project side is its real training step: the Trainer's
-data streams, megatron-core schedule, DDP buffers, optimizer, scheduler and a metrics line per
-step. The Hugging Face side gets the same batches ready-made (its data costs nothing here),
-then forward, backward, clipping and AdamW per global batch. Rounds alternate A/B so that
-machine noise hits both; the medians are printed with their ratio.
+Peers of the same shape (layers, hidden, heads, FFN, vocabulary, sequence lengths, batch,
+dropouts), built from configs (no download): the MLM encoder against ``BertForMaskedLM``; T5
+against ``T5ForConditionalGeneration`` and ``BlenderbotForConditionalGeneration`` (pre-LN
+layers, learned positions, GELU MLP, tied embeddings: this T5's own layout). The project side
+is its real training step: the Trainer's data stream, megatron-core schedule, DDP buffers,
+optimizer, scheduler and a metrics line per step. Both sides train on the same micro-batches:
+read from the project's stream ahead of time (the stream is put back, so the project consumes
+exactly them), saved, and given to the peers (labels at positions without loss as -100). The
+peers run in a process that imports neither this project nor its CPU layer, with the same
+number of torch threads; rounds alternate between the processes, each on the next steps'
+batches. Printed: medians of the rounds (range in brackets), the ratio peer step time /
+project step time (goal: at least GOAL), the project's phases (data; forward, and within it the
+encoder, decoder and vocabulary projection; backward; optimizer; the rest: scheduler, FLOP
+count, metrics line), and per side the machine-limit fraction: the step's model FLOPs over its
+time, against torch.matmul's rate at the step's own GEMM shapes measured in the same run
+(``machine_limit.py``).
 
     pip install -e ".[bench]"   # transformers, only for this benchmark
     python benchmarks/train_throughput.py [--kind encoder t5] [--hidden 256 --layers 4 ...]
@@ -15,28 +25,42 @@ machine noise hits both; the medians are printed with their ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
-from project_steps import timed_steps
-
-from megatron_seqpt.config import load_run_config
-from megatron_seqpt.runtime import distributed
-from megatron_seqpt.training.loop import Trainer
+from machine_limit import matmul_rate, transformer_gemms
+from peer_process import PeerProcess, add_peer_arguments
+from project_steps import clocked, record_batches, timed_steps
 
 GOAL = 1.25
+PEERS = {"encoder": ("BertForMaskedLM",),
+         "t5": ("T5ForConditionalGeneration", "BlenderbotForConditionalGeneration")}
+PROJECT = "megatron_seqpt"
+PEER_PHASES = ("fwd+bwd", "optimizer")
+PROJECT_PHASES = ("data", "forward", "encoder fwd", "decoder fwd", "vocab projection fwd",
+                  "backward", "optimizer", "rest")
 
 
-def project_trainer(args, kind: str, run_dir: Path) -> Trainer:
+# ---- the project side ----
+
+def project_trainer(args, kind: str, run_dir: Path):
+    from megatron_seqpt.config import load_run_config
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.training.loop import Trainer
+
     config = load_run_config(None, [
         f"model.kind={kind}", f"model.hidden_size={args.hidden}",
         f"model.encoder.num_layers={args.layers}", f"model.decoder.num_layers={args.layers}",
         f"model.encoder.num_attention_heads={args.heads}",
         f"model.decoder.num_attention_heads={args.heads}",
         f"model.encoder.ffn_hidden_size={args.ffn}", f"model.decoder.ffn_hidden_size={args.ffn}",
+        f"model.max_position_embeddings={args.seq}",
         f"data.vocab_size={args.vocab}", f"data.seq_length={args.seq}",
         f"data.decoder_seq_length={args.dec_seq}", f"data.cache_dir={run_dir / 'cache'}",
         f"train.global_batch_size={args.global_batch}",
@@ -46,49 +70,185 @@ def project_trainer(args, kind: str, run_dir: Path) -> Trainer:
     return Trainer(config, run_dir / kind, ctx)
 
 
-def hf_model(args, kind: str, vocab: int) -> torch.nn.Module:
+def peer_batches(kind: str, batches: list[dict]) -> list[dict[str, torch.Tensor]]:
+    """The micro-batches in Hugging Face's argument names, -100 where no loss is taken."""
+    out = []
+    for b in batches:
+        labels = torch.where(b["loss_mask"].bool(), b["labels"], -100)
+        if kind == "encoder":
+            out.append({"input_ids": b["text"], "attention_mask": b["padding_mask"],
+                        "labels": labels})
+        else:
+            out.append({"input_ids": b["text_enc"], "attention_mask": b["enc_mask"],
+                        "decoder_input_ids": b["text_dec"],
+                        "decoder_attention_mask": b["dec_mask"], "labels": labels})
+    return out
+
+
+def time_project(trainer, clock, steps: int) -> dict[str, float]:
+    seconds = {"total": timed_steps(trainer, steps), **clock.take()}
+    seconds["forward"] = seconds.get("forward", 0.0) - seconds.get("data", 0.0)
+    seconds["backward"] = seconds["fwd+bwd"] - seconds["forward"] - seconds.get("data", 0.0)
+    seconds["rest"] = seconds["total"] - seconds["fwd+bwd"] - seconds["optimizer"]
+    return seconds
+
+
+# ---- the Hugging Face side: its own process, no project imports ----
+
+def hf_models(kind: str, shape: dict) -> dict[str, torch.nn.Module]:
     import transformers
 
+    s = shape
     if kind == "encoder":
-        return transformers.BertForMaskedLM(transformers.BertConfig(
-            vocab_size=vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
-            num_attention_heads=args.heads, intermediate_size=args.ffn,
-            max_position_embeddings=512, type_vocab_size=1))
-    return transformers.T5ForConditionalGeneration(transformers.T5Config(
-        vocab_size=vocab, d_model=args.hidden, d_kv=args.hidden // args.heads, d_ff=args.ffn,
-        num_layers=args.layers, num_decoder_layers=args.layers, num_heads=args.heads,
-        feed_forward_proj="gelu", decoder_start_token_id=0))
+        return {"BertForMaskedLM": transformers.BertForMaskedLM(transformers.BertConfig(
+            vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+            num_attention_heads=s["heads"], intermediate_size=s["ffn"],
+            max_position_embeddings=s["seq"], type_vocab_size=1, hidden_act="gelu",
+            hidden_dropout_prob=s["hidden_dropout"],
+            attention_probs_dropout_prob=s["attention_dropout"], pad_token_id=0))}
+    t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=s["vocab"], d_model=s["hidden"], d_kv=s["hidden"] // s["heads"],
+        d_ff=s["ffn"], num_layers=s["layers"], num_decoder_layers=s["layers"],
+        num_heads=s["heads"], feed_forward_proj="gelu", dropout_rate=s["hidden_dropout"],
+        decoder_start_token_id=0, pad_token_id=0))
+    blenderbot = transformers.BlenderbotForConditionalGeneration(transformers.BlenderbotConfig(
+        vocab_size=s["vocab"], d_model=s["hidden"], encoder_layers=s["layers"],
+        decoder_layers=s["layers"], encoder_attention_heads=s["heads"],
+        decoder_attention_heads=s["heads"], encoder_ffn_dim=s["ffn"], decoder_ffn_dim=s["ffn"],
+        max_position_embeddings=max(s["seq"], s["dec_seq"]), activation_function="gelu",
+        dropout=s["hidden_dropout"], attention_dropout=s["attention_dropout"],
+        activation_dropout=0.0, scale_embedding=False, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, decoder_start_token_id=1, forced_eos_token_id=None))
+    return {"T5ForConditionalGeneration": t5, "BlenderbotForConditionalGeneration": blenderbot}
 
 
-def hf_batches(trainer: Trainer, kind: str, count: int) -> list[dict]:
-    """Micro-batches from the project's own data stream, in Hugging Face's argument names."""
-    batches = []
-    stream = trainer.data.valid_stream()
-    for _ in range(count):
-        b = next(stream)
-        labels = torch.where(b["loss_mask"].bool(), b["labels"], torch.full_like(b["labels"],
-                                                                               -100))
-        if kind == "encoder":
-            batches.append(dict(input_ids=b["text"], attention_mask=b["padding_mask"],
-                                labels=labels))
-        else:
-            batches.append(dict(input_ids=b["text_enc"], attention_mask=b["enc_mask"],
-                                decoder_input_ids=b["text_dec"],
-                                decoder_attention_mask=b["dec_mask"], labels=labels))
-    return batches
-
-
-def time_hf(model, optimizer, batches: list[dict], micro_per_step: int, steps: int) -> float:
+def hf_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list[dict],
+             micro: int, first_step: int, steps: int, clip: float) -> dict[str, float]:
+    """Seconds of ``steps`` steps from ``first_step`` on, and of their phases."""
+    phases = dict.fromkeys(PEER_PHASES, 0.0)
     model.train()
     started = time.perf_counter()
-    for step in range(steps):
-        for i in range(micro_per_step):
-            batch = batches[(step * micro_per_step + i) % len(batches)]
-            (model(**batch).loss / micro_per_step).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    for step in range(first_step, first_step + steps):
+        phase_started = time.perf_counter()
+        for batch in batches[step * micro:(step + 1) * micro]:
+            (model(**batch).loss / micro).backward()
+        optimizer_started = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - started
+        phases["fwd+bwd"] += optimizer_started - phase_started
+        phases["optimizer"] += time.perf_counter() - optimizer_started
+    return {"total": time.perf_counter() - started, **phases}
+
+
+def hf_peer() -> None:
+    """Reads a set-up line (kind, shape, optimizer, batch file), then one request per line;
+    answers seconds."""
+    import transformers
+
+    assert not [name for name in sys.modules if name.startswith("megatron")]
+    setup = json.loads(sys.stdin.readline())
+    torch.set_num_threads(setup["threads"])
+    torch.manual_seed(0)
+    models = hf_models(setup["kind"], setup["shape"])
+    optim = setup["optim"]
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=optim["lr"],
+                                          betas=optim["betas"], eps=optim["eps"],
+                                          weight_decay=optim["weight_decay"])
+                  for name, model in models.items()}
+    batches = torch.load(setup["batches"])
+    attention = {name: model.config._attn_implementation for name, model in models.items()}
+    print(json.dumps({"transformers": transformers.__version__, "attention": attention}),
+          flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        name = request["model"]
+        print(json.dumps(hf_steps(models[name], optimizers[name], batches, setup["micro"],
+                                  request["first_step"], request["steps"], optim["clip"])),
+              flush=True)
+
+
+# ---- the benchmark ----
+
+def peer_setup(trainer, args, kind: str, batch_file: Path) -> dict:
+    config = trainer.config
+    optim = config.optim
+    return {"kind": kind, "threads": args.threads, "micro": trainer.num_microbatches,
+            "batches": str(batch_file),
+            "shape": {"vocab": trainer.vocab_size, "hidden": args.hidden, "layers": args.layers,
+                      "heads": args.heads, "ffn": args.ffn, "seq": args.seq,
+                      "dec_seq": args.dec_seq, "hidden_dropout": config.model.hidden_dropout,
+                      "attention_dropout": config.model.attention_dropout},
+            "optim": {"lr": optim.lr, "betas": [optim.adam_beta1, optim.adam_beta2],
+                      "eps": optim.adam_eps, "weight_decay": optim.weight_decay,
+                      "clip": optim.clip_grad}}
+
+
+def bench_kind(args, kind: str, tmp: Path) -> None:
+    from megatron_seqpt.runtime import distributed
+
+    trainer = project_trainer(args, kind, tmp)
+    micro = trainer.num_microbatches
+    batches = record_batches(trainer.data.train, (args.warmup + args.rounds * args.steps) * micro)
+    batch_file = tmp / f"{kind}-batches.pt"
+    torch.save(peer_batches(kind, batches), batch_file)
+    peer = PeerProcess(__file__, peer_setup(trainer, args, kind, batch_file))
+    clock = clocked(trainer, components=True)
+    time_project(trainer, clock, args.warmup)
+    for name in PEERS[kind]:
+        peer.ask({"model": name, "first_step": 0, "steps": args.warmup})
+    times: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for round_ in range(args.rounds):
+        first = args.warmup + round_ * args.steps
+        times[PROJECT].append(time_project(trainer, clock, args.steps))
+        for name in PEERS[kind]:
+            times[name].append(peer.ask({"model": name, "first_step": first,
+                                         "steps": args.steps}))
+    peer.close()
+    step_flops = trainer.workload.step_flops(trainer.trainable)
+    rate = matmul_rate(transformer_gemms(kind, args.micro_batch, args.seq, args.dec_seq,
+                                         args.hidden, args.ffn, args.layers,
+                                         trainer.vocab_size))
+    report(args, kind, trainer, times, peer.info, step_flops, rate)
+    trainer.metrics.close()
+    distributed.shutdown()
+
+
+def report(args, kind: str, trainer, times: dict, info: dict, step_flops: float,
+           rate: float) -> None:
+    tokens = args.global_batch * (args.seq + (args.dec_seq if kind == "t5" else 0))
+    print(f"\n{kind}: h{args.hidden} L{args.layers} heads {args.heads} ffn {args.ffn} "
+          f"vocab {trainer.vocab_size} seq {args.seq}"
+          f"{f'/{args.dec_seq}' if kind == 't5' else ''} batch {args.global_batch} "
+          f"({trainer.num_microbatches} x {args.micro_batch}), fp32, {args.threads} threads, "
+          f"{args.rounds} rounds of {args.steps} steps after {args.warmup}")
+    print(f"{PROJECT}: {trainer.impl.describe()}; transformers {info['transformers']}, "
+          f"attention {info['attention']}")
+    print(f"model FLOPs per step {step_flops:.3e}; torch.matmul at the step's GEMM shapes: "
+          f"{rate / 1e9:.1f} GFLOP/s")
+    median_ms = {}
+    print(f"{'':38s}{'ms/step (range)':>22s}{'tokens/s':>10s}{'machine':>9s}")
+    for name, rounds in times.items():
+        ms = [r["total"] / args.steps * 1e3 for r in rounds]
+        median_ms[name] = statistics.median(ms)
+        spread = f"{median_ms[name]:.0f} ({min(ms):.0f}-{max(ms):.0f})"
+        fraction = step_flops / (median_ms[name] / 1e3) / rate
+        print(f"{name:38s}{spread:>22s}{tokens / median_ms[name] * 1e3:10,.0f}"
+              f"{fraction:9.2f}")
+    for name, phases in ((PROJECT, PROJECT_PHASES), *((n, (*PEER_PHASES, "rest"))
+                                                      for n in PEERS[kind])):
+        rounds = [{**r, "rest": r.get("rest", r["total"] - sum(r[p] for p in PEER_PHASES))}
+                  for r in times[name]]
+        parts = ", ".join(
+            f"{phase} {statistics.median(r[phase] for r in rounds) / args.steps * 1e3:.1f}"
+            for phase in phases if phase in rounds[0])
+        print(f"  {name} ms/step: {parts}")
+    for name in PEERS[kind]:
+        ratio = median_ms[name] / median_ms[PROJECT]
+        per_round = [p["total"] / o["total"] for o, p in zip(times[PROJECT], times[name])]
+        print(f"  ratio vs {name} (its ms/step / the project's): {ratio:.2f}x; per round "
+              f"{', '.join(f'{r:.2f}' for r in per_round)}; goal >= {GOAL}x: "
+              f"{'met' if ratio >= GOAL else 'not met'}")
 
 
 def main() -> None:
@@ -104,37 +264,17 @@ def main() -> None:
     parser.add_argument("--dec-seq", type=int, default=40)
     parser.add_argument("--global-batch", type=int, default=16)
     parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up steps per side")
     parser.add_argument("--steps", type=int, default=5, help="steps per round and side")
-    parser.add_argument("--rounds", type=int, default=4)
+    add_peer_arguments(parser, rounds=4)
     args = parser.parse_args()
+    if args.peer:
+        return hf_peer()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
         for kind in args.kind:
-            trainer = project_trainer(args, kind, Path(tmp))
-            model = hf_model(args, kind, trainer.vocab_size)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-            micro = args.global_batch // args.micro_batch
-            batches = hf_batches(trainer, kind, 4 * micro)
-            tokens = args.global_batch * args.steps * (args.seq + (args.dec_seq
-                                                                   if kind == "t5" else 0))
-            timed_steps(trainer, 2)  # warm-up
-            time_hf(model, optimizer, batches, micro, 2)
-            ours, theirs = [], []
-            for _ in range(args.rounds):
-                ours.append(tokens / timed_steps(trainer, args.steps))
-                theirs.append(tokens / time_hf(model, optimizer, batches, micro, args.steps))
-            a, b = statistics.median(ours), statistics.median(theirs)
-            print(f"\n{kind}: h{args.hidden} L{args.layers} heads {args.heads} ffn {args.ffn} "
-                  f"vocab {trainer.vocab_size} seq {args.seq}"
-                  f"{f'/{args.dec_seq}' if kind == 't5' else ''} batch {args.global_batch} "
-                  f"({micro} x {args.micro_batch}), {args.rounds} rounds of {args.steps} steps")
-            print(f"  megatron_seqpt step : {a:10,.0f} tokens/s  (rounds: "
-                  f"{', '.join(f'{x:,.0f}' for x in ours)})")
-            print(f"  Hugging Face        : {b:10,.0f} tokens/s  (rounds: "
-                  f"{', '.join(f'{x:,.0f}' for x in theirs)})")
-            print(f"  ratio {a / b:.2f}x (goal {GOAL}x)")
-            trainer.metrics.close()
-            distributed.shutdown()
+            bench_kind(args, kind, Path(tmp))
 
 
 if __name__ == "__main__":

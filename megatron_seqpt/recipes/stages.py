@@ -130,8 +130,9 @@ def _finetune(stage: FinetuneStage, run_dir: Path, root: Path) -> str:
 
 
 # Effective FLOP/s of the grid's small-scale stages on 2 CPU cores, measured: 21-75 GFLOP/s
-# for pre-training, 25-37 for fine-tuning with its start-up and scoring. Turns FLOP weights
-# into a first estimate before any stage has run.
+# for pre-training, 33-46 for fine-tuning (length-grouped batches, counting the examples'
+# tokens, with start-up and scoring). Turns FLOP weights into a first estimate before any stage
+# has run.
 CPU_FLOPS_PER_S = 4e10
 
 

@@ -59,6 +59,10 @@ class TaskConfig:
     head_dropout: float = 0.1
     # Training length in passes over the training data; null: train.steps.
     epochs: Optional[float] = 3.0
+    # Training batches cut from examples of similar length (windows of 16 global batches
+    # sorted by length, their batches shuffled): far less padding, a seeded order all the same.
+    # false: plain shuffling.
+    group_by_length: bool = True
     # Examples longer than data.seq_length (or targets longer than data.decoder_seq_length):
     # cut and counted, or refused.
     truncation: Literal["truncate", "refuse"] = "truncate"

@@ -14,7 +14,6 @@ generated, nor ids past the tokenizer's vocabulary (the model's is padded).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Optional, Protocol, Union
@@ -27,7 +26,7 @@ from megatron.core.transformer.dot_product_attention import DotProductAttention
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.decoder_cache import CachedCrossAttention, DecoderInferenceContext
-from megatron_seqpt.runtime.cpu_compat import CudaToCpuMode
+from megatron_seqpt.runtime import cpu_compat
 
 Mask = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
@@ -69,7 +68,7 @@ def generate(model: torch.nn.Module, sources: list[list[int]], *, bos: int, eos:
     training = t5.training
     t5.eval()
     try:
-        with torch.inference_mode(), _cpu_layer_mode_suspended():
+        with torch.inference_mode(), cpu_compat.suspended():
             for start in range(0, len(order), config.batch_size):
                 batch = order[start:start + config.batch_size]
                 outputs = _generate_batch(t5, [sources[i] for i in batch], tokens, config)
@@ -78,20 +77,6 @@ def generate(model: torch.nn.Module, sources: list[list[int]], *, bos: int, eos:
     finally:
         t5.train(training)
     return results
-
-
-@contextlib.contextmanager
-def _cpu_layer_mode_suspended():
-    """The CPU layer's function mode (runtime/cpu_compat.py) off while generating, when it is
-    the innermost mode. It redirects CUDA placements, which generation does not make (the
-    model is placed; megatron-core's cache buffers go to torch.cuda.current_device(), which
-    the layer points at the CPU), and it costs about a tenth of a decoding step on CPU
-    (benchmarks/generation_throughput.py)."""
-    if not isinstance(torch.overrides._get_current_function_mode(), CudaToCpuMode):
-        yield
-        return
-    with torch.overrides._pop_mode_temporarily():
-        yield
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:

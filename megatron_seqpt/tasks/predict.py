@@ -22,12 +22,15 @@ def _logits(model: torch.nn.Module, features: Sequence[Features], seq_length: in
             device: torch.device) -> list[torch.Tensor]:
     """Per example: its logits ([labels], or [length, labels] for tagging), on the CPU."""
     collate = encoder_collate(PAD_MULTIPLE, seq_length)
-    out = []
-    for start in range(0, len(features), BATCH_SIZE):
-        chunk = features[start:start + BATCH_SIZE]
-        batch = collate(list(chunk))
+    # Batched in length order (least padding), returned in the order given.
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["text"]))
+    out: list[torch.Tensor] = [None] * len(features)
+    for start in range(0, len(order), BATCH_SIZE):
+        chunk = order[start:start + BATCH_SIZE]
+        batch = collate([features[i] for i in chunk])
         logits = model(batch["text"].to(device), batch["padding_mask"].to(device)).float().cpu()
-        out.extend(logits[i] for i in range(len(chunk)))
+        for row, i in enumerate(chunk):
+            out[i] = logits[row]
     return out
 
 

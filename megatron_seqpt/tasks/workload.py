@@ -124,7 +124,9 @@ class FinetuneWorkload(Workload):
         rank = parallel_state.get_data_parallel_rank()
         size = parallel_state.get_data_parallel_world_size()
         collate = self.collate(ctx.tensor_parallel)
-        stream = BatchStream(EpochShuffled(train, epochs, train_cfg.seed),
+        lengths = [_tokens(f) for f in train] if config.task.group_by_length else None
+        stream = BatchStream(EpochShuffled(train, epochs, train_cfg.seed, lengths,
+                                           train_cfg.global_batch_size),
                              train_cfg.micro_batch_size, rank, size, collate_fn=collate)
         log(f"task {self.kind}: {len(train)} training examples ({len(splits.valid)} valid), "
             f"{steps} steps = {steps * train_cfg.global_batch_size / len(train):.2f} epochs"
@@ -132,7 +134,8 @@ class FinetuneWorkload(Workload):
         if not valid:
             log("no validation examples: evaluation during training is skipped")
             return RunData(tokenizer, stream, None, 0)
-        padded = Padded(valid, train_cfg.global_batch_size)
+        # Validation losses are sums over examples: in length order, batches pad least.
+        padded = Padded(sorted(valid, key=_tokens), train_cfg.global_batch_size)
         return RunData(tokenizer, stream,
                        lambda: BatchStream(padded, train_cfg.micro_batch_size, rank, size,
                                            collate_fn=collate),

@@ -28,6 +28,7 @@ from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.builder import parameter_count
 from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.models.vocab import padded_vocab_size
+from megatron_seqpt.runtime import cpu_compat
 from megatron_seqpt.runtime.distributed import DistributedContext, seed_everything
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.training import checkpoint as ckpt
@@ -115,8 +116,9 @@ class Trainer:
         self.modules = self.workload.build_modules(ctx, self.vocab_size, self.precision,
                                                    self.impl)
         self.freeze = FreezeSchedule(config.freeze, config.train.steps)
-        self.forward_step = self.workload.forward_step(self.impl, self.device,
-                                                       self._encoder_frozen)
+        # The model's forward makes no CUDA placements: no need for the CPU layer's mode there.
+        self.forward_step = cpu_compat.without_mode(
+            self.workload.forward_step(self.impl, self.device, self._encoder_frozen))
         self.state = TrainState()
         self._describe()
         # DDP and optimizer hold the groups that train at the step the run starts from (for a
