@@ -35,12 +35,11 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
-from peer_process import PeerProcess, add_peer_arguments
+from peer_process import PEER_PHASES, PeerProcess, add_peer_arguments, serve
 from project_steps import PhaseClock, clocked, record_batches, timed_steps
 
 GOAL = 1.0
@@ -48,7 +47,7 @@ PEERS = {"classification": ("BertForSequenceClassification",
                             "MegatronBertForSequenceClassification"),
          "tagging": ("BertForTokenClassification", "MegatronBertForTokenClassification")}
 PROJECT = "megatron_seqpt"
-PHASES = ("fwd+bwd", "optimizer")
+PHASES = PEER_PHASES
 
 
 # ---- the project side ----
@@ -118,46 +117,16 @@ def hf_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.Optimizer:
         lr=optim["lr"], betas=optim["betas"], eps=optim["eps"])
 
 
-def hf_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list[dict],
-             micro: int, first_step: int, steps: int, clip: float) -> dict[str, float]:
-    """Seconds of ``steps`` steps from ``first_step`` on, and of their phases."""
-    phases = dict.fromkeys(PHASES, 0.0)
-    model.train()
-    started = time.perf_counter()
-    for step in range(first_step, first_step + steps):
-        phase_started = time.perf_counter()
-        for batch in batches[step * micro:(step + 1) * micro]:
-            (model(**batch).loss / micro).backward()
-        optimizer_started = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        phases["fwd+bwd"] += optimizer_started - phase_started
-        phases["optimizer"] += time.perf_counter() - optimizer_started
-    return {"total": time.perf_counter() - started, **phases}
-
-
 def hf_peer() -> None:
     """Reads a set-up line (shape, optimizer, batch file), then one request per line; answers
     seconds."""
-    import transformers
-
-    assert not [name for name in sys.modules if name.startswith("megatron")]
     setup = json.loads(sys.stdin.readline())
     torch.set_num_threads(setup["threads"])
     torch.manual_seed(0)
     models = hf_models(setup["shape"])
     optimizers = {name: hf_optimizer(model, setup["optim"]) for name, model in models.items()}
-    batches = torch.load(setup["batches"])
-    attention = {name: model.config._attn_implementation for name, model in models.items()}
-    print(json.dumps({"transformers": transformers.__version__, "attention": attention}),
-          flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        name = request["model"]
-        print(json.dumps(hf_steps(models[name], optimizers[name], batches, setup["micro"],
-                                  request["first_step"], request["steps"],
-                                  setup["optim"]["clip"])), flush=True)
+    serve(models, optimizers, torch.load(setup["batches"]), setup["micro"],
+          setup["optim"]["clip"])
 
 
 class Peer(PeerProcess):

@@ -9,6 +9,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -18,6 +19,46 @@ def add_peer_arguments(parser: argparse.ArgumentParser, rounds: int = 5) -> None
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads, the same in both processes")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
+
+# The phases a peer's step is timed in.
+PEER_PHASES = ("fwd+bwd", "optimizer")
+
+
+def hf_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list[dict],
+             micro: int, first_step: int, steps: int, clip: float) -> dict[str, float]:
+    """Seconds of ``steps`` steps from ``first_step`` on (``micro`` micro-batches each:
+    forward, backward, clipping, AdamW), and of their phases."""
+    phases = dict.fromkeys(PEER_PHASES, 0.0)
+    model.train()
+    started = time.perf_counter()
+    for step in range(first_step, first_step + steps):
+        phase_started = time.perf_counter()
+        for batch in batches[step * micro:(step + 1) * micro]:
+            (model(**batch).loss / micro).backward()
+        optimizer_started = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        phases["fwd+bwd"] += optimizer_started - phase_started
+        phases["optimizer"] += time.perf_counter() - optimizer_started
+    return {"total": time.perf_counter() - started, **phases}
+
+
+def serve(models: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+          batches: list[dict], micro: int, clip: float) -> None:
+    """The peer's loop: one line about itself, then per request line (model, first_step,
+    steps) the seconds of those steps as one JSON line."""
+    import transformers
+
+    assert not [name for name in sys.modules if name.startswith("megatron")]
+    attention = {name: model.config._attn_implementation for name, model in models.items()}
+    print(json.dumps({"transformers": transformers.__version__, "attention": attention}),
+          flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        name = request["model"]
+        print(json.dumps(hf_steps(models[name], optimizers[name], batches, micro,
+                                  request["first_step"], request["steps"], clip)), flush=True)
 
 
 class PeerProcess:
