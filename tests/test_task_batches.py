@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from megatron_seqpt.tasks.config import TaskConfig
-from megatron_seqpt.tasks.datasets import EpochShuffled, encoder_collate, seq2seq_collate
+from megatron_seqpt.tasks.datasets import (
+    EpochShuffled,
+    encoder_collate,
+    example_tokens,
+    seq2seq_collate,
+)
 from megatron_seqpt.tasks.features import FeatureEncoder
 from megatron_seqpt.tasks.task_data import example_labels, load_splits, task_kind
 from tests.prepared_data import tokenizer
@@ -21,11 +26,6 @@ def _train_features(task: str):
     features, _ = FeatureEncoder(kind, tokenizer(), labels, 128, 64, False).encode_all(train,
                                                                                "train")
     return kind, features
-
-
-def _lengths(features):
-    return [len(f["text_enc"]) + len(f["text_dec"]) if "text_enc" in f else len(f["text"])
-            for f in features]
 
 
 def _padded_positions(kind, data: EpochShuffled) -> tuple[int, int]:
@@ -45,7 +45,7 @@ def _padded_positions(kind, data: EpochShuffled) -> tuple[int, int]:
 @pytest.mark.parametrize("task", ["topic", "punct", "restore"])
 def test_length_grouping_keeps_every_example_and_cuts_padding(task):
     kind, features = _train_features(task)
-    lengths = _lengths(features)
+    lengths = [example_tokens(f) for f in features]
     plain = EpochShuffled(features, 2, seed=7)
     grouped = EpochShuffled(features, 2, seed=7, lengths=lengths, batch_size=GLOBAL_BATCH)
     again = EpochShuffled(features, 2, seed=7, lengths=lengths, batch_size=GLOBAL_BATCH)

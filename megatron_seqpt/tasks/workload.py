@@ -33,9 +33,10 @@ from megatron_seqpt.tasks.datasets import (
     EpochShuffled,
     Padded,
     encoder_collate,
+    example_tokens,
     seq2seq_collate,
 )
-from megatron_seqpt.tasks.features import FeatureEncoder, Features
+from megatron_seqpt.tasks.features import FeatureEncoder
 from megatron_seqpt.tasks.heads import TaskEncoder, TaskHead
 from megatron_seqpt.tasks.pretrained import PretrainedRun
 from megatron_seqpt.tasks.task_data import TaskSplits, example_labels, load_splits, task_kind
@@ -112,7 +113,8 @@ class FinetuneWorkload(Workload):
         log(report.describe("train"))
         valid, report = encoder.encode_all(splits.valid, "valid")
         log(report.describe("valid"))
-        self._mean_tokens = float(np.mean([_tokens(f) for f in train]))
+        lengths = [example_tokens(f) for f in train]
+        self._mean_tokens = float(np.mean(lengths))
         train_cfg = config.train
         if config.task.epochs is not None:
             steps = max(1, math.ceil(config.task.epochs * len(train)
@@ -124,8 +126,8 @@ class FinetuneWorkload(Workload):
         rank = parallel_state.get_data_parallel_rank()
         size = parallel_state.get_data_parallel_world_size()
         collate = self.collate(ctx.tensor_parallel)
-        lengths = [_tokens(f) for f in train] if config.task.group_by_length else None
-        stream = BatchStream(EpochShuffled(train, epochs, train_cfg.seed, lengths,
+        grouping = lengths if config.task.group_by_length else None
+        stream = BatchStream(EpochShuffled(train, epochs, train_cfg.seed, grouping,
                                            train_cfg.global_batch_size),
                              train_cfg.micro_batch_size, rank, size, collate_fn=collate)
         log(f"task {self.kind}: {len(train)} training examples ({len(splits.valid)} valid), "
@@ -135,7 +137,7 @@ class FinetuneWorkload(Workload):
             log("no validation examples: evaluation during training is skipped")
             return RunData(tokenizer, stream, None, 0)
         # Validation losses are sums over examples: in length order, batches pad least.
-        padded = Padded(sorted(valid, key=_tokens), train_cfg.global_batch_size)
+        padded = Padded(sorted(valid, key=example_tokens), train_cfg.global_batch_size)
         return RunData(tokenizer, stream,
                        lambda: BatchStream(padded, train_cfg.micro_batch_size, rank, size,
                                            collate_fn=collate),
@@ -240,9 +242,3 @@ class FinetuneWorkload(Workload):
         task = self.config.task
         what = f"built-in task {task.builtin}" if task.builtin else f"task file {task.train_file}"
         return f"fine-tuning: {self.kind}, {what}"
-
-
-def _tokens(features: Features) -> int:
-    if "text_enc" in features:
-        return len(features["text_enc"]) + len(features["text_dec"])
-    return len(features["text"])
