@@ -39,7 +39,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from peer_process import PEER_PHASES, PeerProcess, add_peer_arguments, serve
+from peer_process import PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer, serve
 from project_steps import PhaseClock, clocked, record_batches, timed_steps
 
 GOAL = 1.0
@@ -47,7 +47,6 @@ PEERS = {"classification": ("BertForSequenceClassification",
                             "MegatronBertForSequenceClassification"),
          "tagging": ("BertForTokenClassification", "MegatronBertForTokenClassification")}
 PROJECT = "megatron_seqpt"
-PHASES = PEER_PHASES
 
 
 # ---- the project side ----
@@ -107,14 +106,6 @@ def hf_models(shape: dict) -> dict[str, torch.nn.Module]:
     return {bert: getattr(transformers, bert)(transformers.BertConfig(**common)),
             megatron_bert: getattr(transformers, megatron_bert)(
                 transformers.MegatronBertConfig(**common))}
-
-
-def hf_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim > 1], "weight_decay": optim["weight_decay"]},
-         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
-        lr=optim["lr"], betas=optim["betas"], eps=optim["eps"])
 
 
 def hf_peer() -> None:
@@ -197,14 +188,15 @@ def report(args, task: str, trainer, batches: list[dict], times: dict, info: dic
     print(f"{PROJECT}: {trainer.impl.describe()}; transformers {info['transformers']}, "
           f"attention: {', '.join(f'{k} {v}' for k, v in info['attention'].items())}")
     print(f"{'':42s}{'ms/step (range)':>24s}{'examples/s':>12s}"
-          + "".join(f"{phase + ' ms':>14s}" for phase in (*PHASES, "rest")))
+          + "".join(f"{phase + ' ms':>14s}" for phase in (*PEER_PHASES, "rest")))
     median_ms = {}
     for name, rounds in times.items():
         ms = sorted(r["total"] / args.steps * 1e3 for r in rounds)
         median_ms[name] = statistics.median(ms)
-        with_rest = [{**r, "rest": r["total"] - sum(r[phase] for phase in PHASES)} for r in rounds]
+        with_rest = [{**r, "rest": r["total"] - sum(r[phase] for phase in PEER_PHASES)}
+                     for r in rounds]
         phases = {phase: statistics.median(r[phase] for r in with_rest) / args.steps * 1e3
-                  for phase in (*PHASES, "rest")}
+                  for phase in (*PEER_PHASES, "rest")}
         label = name if name == PROJECT else f"HF {name}"
         spread = f"{median_ms[name]:.1f} ({ms[0]:.1f}-{ms[-1]:.1f})"
         print(f"{label:42s}{spread:>24s}{args.global_batch / median_ms[name] * 1e3:12.1f}"

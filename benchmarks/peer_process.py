@@ -20,8 +20,18 @@ def add_peer_arguments(parser: argparse.ArgumentParser, rounds: int = 5) -> None
                         help="torch threads, the same in both processes")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
 
+
 # The phases a peer's step is timed in.
 PEER_PHASES = ("fwd+bwd", "optimizer")
+
+
+def hf_optimizer(model: torch.nn.Module, optim: dict) -> torch.optim.Optimizer:
+    """AdamW as the project sets it up: no weight decay on biases and norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim > 1], "weight_decay": optim["weight_decay"]},
+         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+        lr=optim["lr"], betas=optim["betas"], eps=optim["eps"])
 
 
 def hf_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list[dict],

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 from machine_limit import matmul_rate, transformer_gemms
-from peer_process import PEER_PHASES, PeerProcess, add_peer_arguments, serve
+from peer_process import PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer, serve
 from project_steps import clocked, record_batches, timed_steps
 
 GOAL = 1.25
@@ -128,10 +128,7 @@ def hf_peer() -> None:
     torch.manual_seed(0)
     models = hf_models(setup["kind"], setup["shape"])
     optim = setup["optim"]
-    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=optim["lr"],
-                                          betas=optim["betas"], eps=optim["eps"],
-                                          weight_decay=optim["weight_decay"])
-                  for name, model in models.items()}
+    optimizers = {name: hf_optimizer(model, optim) for name, model in models.items()}
     serve(models, optimizers, torch.load(setup["batches"]), setup["micro"], optim["clip"])
 
 
