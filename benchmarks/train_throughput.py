@@ -8,7 +8,10 @@ layers, learned positions, GELU MLP, tied embeddings: this T5's own layout). The
 is its real training step: the Trainer's data stream, megatron-core schedule, DDP buffers,
 optimizer, scheduler and a metrics line per step. Both sides train on the same micro-batches:
 read from the project's stream ahead of time (the stream is put back, so the project consumes
-exactly them), saved, and given to the peers (labels at positions without loss as -100). The
+exactly them), saved, and given to the peers (labels at positions without loss as -100) padded
+to the configured lengths, as megatron-core's datasets make them; the project regroups each
+step's samples by length and trims the padding (``data.trim_padding``; ``--no-trim`` turns
+it off), so its machine-limit fraction counts the FLOPs it executes at the shapes it runs. The
 peers run in a process that imports neither this project nor its CPU layer, with the same
 number of torch threads; rounds alternate between the processes, each on the next steps'
 batches. Printed: medians of the rounds (range in brackets), the ratio peer step time /
@@ -30,6 +33,7 @@ import statistics
 import sys
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -61,6 +65,7 @@ def project_trainer(args, kind: str, run_dir: Path):
         f"model.max_position_embeddings={args.seq}",
         f"data.vocab_size={args.vocab}", f"data.seq_length={args.seq}",
         f"data.decoder_seq_length={args.dec_seq}", f"data.cache_dir={run_dir / 'cache'}",
+        f"data.trim_padding={str(args.trim).lower()}",
         f"train.global_batch_size={args.global_batch}",
         f"train.micro_batch_size={args.micro_batch}", "train.steps=100000",
         "logging.log_interval=1", "logging.tensorboard=true"])
@@ -153,7 +158,9 @@ def bench_kind(args, kind: str, tmp: Path) -> None:
 
     trainer = project_trainer(args, kind, tmp)
     micro = trainer.num_microbatches
-    batches = record_batches(trainer.data.train, (args.warmup + args.rounds * args.steps) * micro)
+    stream = trainer.data.train
+    padded = getattr(stream, "stream", stream)  # before the project's trimming
+    batches = record_batches(padded, (args.warmup + args.rounds * args.steps) * micro)
     batch_file = tmp / f"{kind}-batches.pt"
     torch.save(peer_batches(kind, batches), batch_file)
     peer = PeerProcess(__file__, peer_setup(trainer, args, kind, batch_file))
@@ -170,16 +177,46 @@ def bench_kind(args, kind: str, tmp: Path) -> None:
                                          "steps": args.steps}))
     peer.close()
     step_flops = trainer.workload.step_flops(trainer.trainable)
-    rate = matmul_rate(transformer_gemms(kind, args.micro_batch, args.seq, args.dec_seq,
-                                         args.hidden, args.ffn, args.layers,
-                                         trainer.vocab_size))
-    report(args, kind, trainer, times, peer.info, step_flops, rate)
+    padded_work = Work(step_flops, matmul_rate(transformer_gemms(
+        kind, args.micro_batch, args.seq, args.dec_seq, args.hidden, args.ffn, args.layers,
+        trainer.vocab_size)))
+    project_work = executed_work(trainer, args, kind, batches[args.warmup * micro:]) \
+        if stream is not padded else padded_work
+    report(args, kind, trainer, times, peer.info, padded_work, project_work)
     trainer.metrics.close()
     distributed.shutdown()
 
 
-def report(args, kind: str, trainer, times: dict, info: dict, step_flops: float,
-           rate: float) -> None:
+@dataclass
+class Work:
+    """A side's model FLOPs per step and torch.matmul's rate at its step's GEMM shapes."""
+
+    flops: float
+    rate: float
+
+
+def executed_work(trainer, args, kind: str, batches: list[dict]) -> Work:
+    """What the project computes per step on these padded micro-batches after regrouping and
+    trimming them as its stream does: the FLOP model at each micro-batch's trimmed lengths."""
+    from megatron_seqpt.data.trimming import regrouped
+    from megatron_seqpt.training.flops import FlopModel
+
+    per_step = trainer.num_microbatches
+    flops, gemms = 0.0, []
+    for start in range(0, len(batches), per_step):
+        for batch in regrouped(batches[start:start + per_step]):
+            seq = batch["text_enc" if kind == "t5" else "text"].shape[1]
+            dec = batch["text_dec"].shape[1] if kind == "t5" else 0
+            model = FlopModel.build(trainer.config.model, trainer.vocab_size, seq, dec,
+                                    args.micro_batch, trainer.config.data.masking_probability)
+            flops += sum(model.step(trainer.trainable).values())
+            gemms += transformer_gemms(kind, args.micro_batch, seq, dec, args.hidden, args.ffn,
+                                       args.layers, trainer.vocab_size)
+    return Work(flops / (len(batches) / per_step), matmul_rate(gemms))
+
+
+def report(args, kind: str, trainer, times: dict, info: dict, padded: Work,
+           project: Work) -> None:
     tokens = args.global_batch * (args.seq + (args.dec_seq if kind == "t5" else 0))
     print(f"\n{kind}: h{args.hidden} L{args.layers} heads {args.heads} ffn {args.ffn} "
           f"vocab {trainer.vocab_size} seq {args.seq}"
@@ -188,15 +225,20 @@ def report(args, kind: str, trainer, times: dict, info: dict, step_flops: float,
           f"{args.rounds} rounds of {args.steps} steps after {args.warmup}")
     print(f"{PROJECT}: {trainer.impl.describe()}; transformers {info['transformers']}, "
           f"attention {info['attention']}")
-    print(f"model FLOPs per step {step_flops:.3e}; torch.matmul at the step's GEMM shapes: "
-          f"{rate / 1e9:.1f} GFLOP/s")
+    print(f"model FLOPs per step {padded.flops:.3e} at the padded lengths; torch.matmul at "
+          f"those GEMM shapes: {padded.rate / 1e9:.1f} GFLOP/s")
+    if project is not padded:
+        print(f"{PROJECT} trims padding: it executes {project.flops:.3e} FLOPs per step "
+              f"({project.flops / padded.flops:.0%}); torch.matmul at its GEMM shapes: "
+              f"{project.rate / 1e9:.1f} GFLOP/s")
     median_ms = {}
     print(f"{'':38s}{'ms/step (range)':>22s}{'tokens/s':>10s}{'machine':>9s}")
     for name, rounds in times.items():
         ms = [r["total"] / args.steps * 1e3 for r in rounds]
         median_ms[name] = statistics.median(ms)
         spread = f"{median_ms[name]:.0f} ({min(ms):.0f}-{max(ms):.0f})"
-        fraction = step_flops / (median_ms[name] / 1e3) / rate
+        work = project if name == PROJECT else padded
+        fraction = work.flops / (median_ms[name] / 1e3) / work.rate
         print(f"{name:38s}{spread:>22s}{tokens / median_ms[name] * 1e3:10,.0f}"
               f"{fraction:9.2f}")
     for name, phases in ((PROJECT, PROJECT_PHASES), *((n, (*PEER_PHASES, "rest"))
@@ -230,6 +272,8 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps per side")
     parser.add_argument("--steps", type=int, default=5, help="steps per round and side")
+    parser.add_argument("--no-trim", dest="trim", action="store_false",
+                        help="the project computes the padded positions too")
     add_peer_arguments(parser, rounds=4)
     args = parser.parse_args()
     if args.peer:

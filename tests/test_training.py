@@ -334,15 +334,18 @@ def test_extending_a_run_keeps_the_order_of_the_samples_it_was_planned_with(
     ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
     first = Trainer(config, tmp_path, ctx)
     planned = 4 * config.train.global_batch_size
-    drawn = len(first.data.train.dataset)  # megatron-core may draw a few more than asked
-    seen = [first.data.train.dataset[i]["text"] for i in range(drawn)]
+    # The sample stream under the step's padding trimming (data/trimming.py).
+    dataset = first.data.train.stream.dataset
+    drawn = len(dataset)  # megatron-core may draw a few more than asked
+    seen = [dataset[i]["text"] for i in range(drawn)]
     first.run()
     # Far enough to take several epochs of some languages' data: megatron-core then shuffles
     # over more epochs, and a dataset built for the new count has another order.
     longer = tiny_config("encoder", cache_dir, ["train.steps=400", "train.eval_interval=100"])
     extended = Trainer(longer, tmp_path, ctx)
-    assert extended.state.step == 4 and extended.data.train.consumed_samples == planned
-    dataset = extended.data.train.dataset
+    stream = extended.data.train.stream
+    assert extended.state.step == 4 and stream.consumed_samples == planned
+    dataset = stream.dataset
     assert len(dataset) >= drawn + 396 * config.train.global_batch_size
     for i in range(drawn):
         assert (dataset[i]["text"] == seen[i]).all(), i

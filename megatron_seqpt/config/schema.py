@@ -96,6 +96,10 @@ class DataConfig:
     # Processes that build training samples ahead of the step; null: 2 with a GPU, 0 on CPU
     # (where they would compete with the step for the same cores).
     loader_workers: Optional[int] = None
+    # Regroup each step's micro-batches by length and cut each to its longest sample (rounded
+    # up to 8): padded positions cost no compute, the step's loss and gradients are the same
+    # (data/trimming.py). Not with pipeline parallelism, whose stages exchange fixed shapes.
+    trim_padding: bool = True
     sampling_alpha: float = 0.3
     split: str = "90,5,5"
     # MLM.

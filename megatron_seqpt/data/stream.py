@@ -13,7 +13,7 @@ samples the run needs and it never wraps during training; validation streams res
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,14 @@ import torch
 # are bookkeeping and are dropped.
 MLM_KEYS = ("text", "labels", "loss_mask", "padding_mask")
 T5_KEYS = ("text_enc", "text_dec", "labels", "loss_mask", "enc_mask", "dec_mask")
+
+
+class MicroBatches(Protocol):
+    """What a Trainer reads micro-batches from: an iterator whose position can be saved."""
+
+    def __next__(self) -> dict[str, torch.Tensor]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:

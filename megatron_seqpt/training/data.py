@@ -3,6 +3,7 @@ datasets, built once and cached), blended samples, per-rank streams."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -13,7 +14,8 @@ from megatron.core import parallel_state
 from megatron_seqpt.config import RunConfig
 from megatron_seqpt.data.prepare import prepare
 from megatron_seqpt.data.samples import build_sample_datasets, check_t5_decoder_length
-from megatron_seqpt.data.stream import BatchStream
+from megatron_seqpt.data.stream import BatchStream, MicroBatches
+from megatron_seqpt.data.trimming import LENGTH_MULTIPLE, TrimmedSteps
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.runtime.distributed import DistributedContext
 from megatron_seqpt.runtime.log import log
@@ -29,6 +31,19 @@ def train_segments(planned: Optional[Sequence[int]], needed: int) -> list[int]:
     if sum(segments) < needed:
         segments.append(needed - sum(segments))
     return segments
+
+
+def _step_batches(config: RunConfig, ctx: DistributedContext,
+                  stream: BatchStream) -> MicroBatches:
+    """The stream as the schedule reads it: a step's micro-batches regrouped and trimmed
+    (``data.trim_padding``), except under pipeline parallelism (fixed shapes between stages)."""
+    if not config.data.trim_padding or ctx.pipeline_parallel > 1:
+        return stream
+    per_step = config.train.global_batch_size // (config.train.micro_batch_size * stream.dp_size)
+    # Sequence parallelism splits the sequence over the tensor-parallel ranks.
+    multiple = math.lcm(LENGTH_MULTIPLE, ctx.tensor_parallel) \
+        if config.parallel.sequence_parallel else LENGTH_MULTIPLE
+    return TrimmedSteps(stream, per_step, multiple)
 
 
 def build_training_data(config: RunConfig, ctx: DistributedContext,
@@ -73,10 +88,12 @@ def build_training_data(config: RunConfig, ctx: DistributedContext,
     workers = data.loader_workers if data.loader_workers is not None else \
         (2 if ctx.backend.cuda else 0)
     train_data = parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
-    stream = BatchStream(train_data, train.micro_batch_size, rank, size, num_workers=workers)
+    stream = _step_batches(config, ctx, BatchStream(train_data, train.micro_batch_size, rank,
+                                                    size, num_workers=workers))
     valid = None
     if datasets.valid is not None:
-        valid = lambda: BatchStream(datasets.valid, train.micro_batch_size, rank, size)  # noqa: E731
+        valid = lambda: _step_batches(  # noqa: E731
+            config, ctx, BatchStream(datasets.valid, train.micro_batch_size, rank, size))
     else:
         log(f"data.split '{data.split}' has no validation part: evaluation is skipped")
     return RunData(tokenizer, stream, valid, train.eval_steps), segments

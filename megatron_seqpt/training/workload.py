@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 
 from megatron_seqpt.config import RunConfig
-from megatron_seqpt.data.stream import BatchStream
+from megatron_seqpt.data.stream import MicroBatches
 from megatron_seqpt.models.specs import LayerImpl
 from megatron_seqpt.runtime.distributed import DistributedContext
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
@@ -26,9 +26,9 @@ from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokeni
 @dataclass
 class RunData:
     tokenizer: SentencePieceTokenizer
-    train: BatchStream
+    train: MicroBatches
     # A fresh stream over the validation samples (the same samples at every evaluation).
-    valid_stream: Optional[Callable[[], BatchStream]]
+    valid_stream: Optional[Callable[[], MicroBatches]]
     # Global batches one evaluation reads from it.
     eval_batches: int
 
