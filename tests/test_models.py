@@ -1,11 +1,12 @@
 """The models' own shortcuts give megatron-core's results: SDPA core attention equals its
-DotProductAttention, and the MLM head at masked positions only equals BertModel's full path."""
+DotProductAttention, the MLM head at masked positions only equals BertModel's full path, and
+the T5 decoder's vocabulary projection at target positions only equals T5Model's."""
 
 import pytest
 import torch
 
 from megatron_seqpt.models.builder import build_model
-from megatron_seqpt.models.forward import encoder_output, t5_output
+from megatron_seqpt.models.forward import encoder_output, t5_attention_masks, t5_output
 from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.training.data import build_training_data
@@ -48,20 +49,48 @@ def test_sdpa_attention_equals_megatron_attention(kind, single_process, cache_di
         assert_close_to_scale(grad, ref_grads[name], name)
 
 
+def losses_and_grads(model, per_token_loss, mask):
+    model.zero_grad()
+    per_token = per_token_loss()
+    loss = (per_token * mask).sum() / mask.sum()
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
+                         if p.grad is not None}
+
+
 def test_mlm_head_at_masked_positions_equals_full_sequence_head(single_process, cache_dir):
     model, _, batch = model_and_batch("encoder", cache_dir)
     mask = batch["loss_mask"]
-    results = []
-    for loss_mask in (mask, None):  # None: BertModel's own full-sequence path
-        model.zero_grad()
-        per_token = model(batch["text"], batch["padding_mask"], lm_labels=batch["labels"],
-                          loss_mask=loss_mask)
-        loss = (per_token * mask).sum() / mask.sum()
-        loss.backward()
-        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    results = [losses_and_grads(model, lambda loss_mask=loss_mask: model(
+        batch["text"], batch["padding_mask"], lm_labels=batch["labels"], loss_mask=loss_mask),
+        mask) for loss_mask in (mask, None)]  # None: BertModel's own full-sequence path
     (masked_loss, masked_grads), (full_loss, full_grads) = results
     assert masked_loss == pytest.approx(full_loss, rel=1e-6)
     for name, grad in masked_grads.items():
+        assert_close_to_scale(grad, full_grads[name], name)
+
+
+@pytest.mark.parametrize("path", ["whole", "encoder_given"])
+def test_t5_projection_at_target_positions_equals_full_sequence_projection(path, single_process,
+                                                                           cache_dir):
+    """``whole``: one forward; ``encoder_given``: the decoder on a separately computed encoder
+    output (the frozen-encoder and encoder-MLM path of t5_output)."""
+    model, impl, batch = model_and_batch("t5", cache_dir)
+    mask = batch["loss_mask"]
+    assert 0 < mask.sum() < 0.9 * mask.numel()  # the decoder has padded positions to skip
+    inputs = (batch["text_enc"], batch["text_dec"], *t5_attention_masks(batch, impl))
+    results = []
+    for loss_mask in (mask, None):  # None: T5Model's own full-sequence path
+        def per_token(loss_mask=loss_mask):
+            extra = {}
+            if path == "encoder_given":
+                extra["encoder_hidden_states"] = model(*inputs, output_encoder_hidden_only=True)
+            return model(*inputs, lm_labels=batch["labels"], loss_mask=loss_mask, **extra)
+        results.append(losses_and_grads(model, per_token, mask))
+    (target_loss, target_grads), (full_loss, full_grads) = results
+    assert target_loss == pytest.approx(full_loss, rel=1e-6)
+    assert target_grads.keys() == full_grads.keys()
+    for name, grad in target_grads.items():
         assert_close_to_scale(grad, full_grads[name], name)
 
 

@@ -29,6 +29,7 @@ from megatron_seqpt.models.specs import (
     decoder_layer_spec,
     encoder_layer_spec,
 )
+from megatron_seqpt.models.target_loss import loss_at_targets
 from megatron_seqpt.runtime.backend import Backend
 
 Precision = Literal["fp32", "bf16"]
@@ -118,18 +119,35 @@ class MLMEncoder(BertModel):
             output = super().forward(input_ids, attention_mask, lm_labels=lm_labels)
             return output[0] if isinstance(output, tuple) else output
         hidden = self.encode(input_ids, attention_mask)  # [s, b, h]
-        predicted = loss_mask.transpose(0, 1).bool()  # [s, b], the layout of ``hidden``
-        head = self.lm_head(hidden[predicted]).unsqueeze(1)  # [n, 1, h]
-        logits, _ = self.output_layer(head, weight=self.shared_embedding_or_output_weight())
-        labels = lm_labels.transpose(0, 1)[predicted].unsqueeze(0)  # [1, n]
-        losses = self.compute_language_model_loss(labels, logits)[0]  # [n]
-        full = losses.new_zeros(predicted.shape)
-        full[predicted] = losses
-        return full.transpose(0, 1)
+        weight = self.shared_embedding_or_output_weight()
+        return loss_at_targets(self, hidden, lm_labels, loss_mask,
+                               lambda states: self.output_layer(self.lm_head(states),
+                                                                weight=weight)[0])
 
 
-class T5WithEncoderMLM(T5Model):
-    """megatron-core's T5Model plus an MLM head on the encoder output (a BERT-style head whose
+class SeqToSeqT5(T5Model):
+    """megatron-core's T5Model whose decoder loss, given the decoder's loss mask, projects onto
+    the vocabulary only at the real target positions: a padded decoder position costs its
+    layers but not the vocabulary projection and softmax (the same loss; tested). Under
+    sequence parallelism T5Model's full path is used (each rank holds part of the sequence)."""
+
+    def forward(self, *inputs, lm_labels: Optional[torch.Tensor] = None,
+                loss_mask: Optional[torch.Tensor] = None, **kwargs):
+        if loss_mask is None or lm_labels is None or not self.post_process \
+                or self.config.sequence_parallel or kwargs.get("output_encoder_hidden_only"):
+            return super().forward(*inputs, lm_labels=lm_labels, **kwargs)
+        post_process, self.post_process = self.post_process, False  # T5Model stops there
+        try:
+            hidden = super().forward(*inputs, **kwargs)  # [s, b, h], after the final norm
+        finally:
+            self.post_process = post_process
+        weight = self.shared_embedding_or_output_weight()
+        return loss_at_targets(self, hidden, lm_labels, loss_mask,
+                               lambda states: self.lm_head(states, word_embeddings_weight=weight))
+
+
+class T5WithEncoderMLM(SeqToSeqT5):
+    """SeqToSeqT5 plus an MLM head on the encoder output (a BERT-style head whose
     vocabulary projection is tied to the shared word embeddings): the "masking during seq2seq
     training" variant, whose encoder also learns to predict masked tokens."""
 
@@ -183,7 +201,7 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, vocab_size: int,
         decoder_config = transformer_config(model, model.decoder, parallel, precision, impl,
                                             backend)
         decoder_block = block_spec(decoder_layer_spec(impl), model.decoder.num_layers, impl)
-        t5_class = T5WithEncoderMLM if model.encoder_mlm_weight else T5Model
+        t5_class = T5WithEncoderMLM if model.encoder_mlm_weight else SeqToSeqT5
         built = t5_class(config=decoder_config, encoder_config=encoder_config,
                         transformer_encoder_layer_spec=encoder_block,
                         transformer_decoder_layer_spec=decoder_block, **common)

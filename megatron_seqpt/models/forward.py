@@ -74,16 +74,18 @@ def t5_output(model: torch.nn.Module, batch: Batch, impl: LayerImpl,
     encoder_mlm = "encoder_mlm_labels" in batch
     text_enc = batch["encoder_mlm_input"] if encoder_mlm else batch["text_enc"]
     inputs = (text_enc, batch["text_dec"], *masks)
+    # The vocabulary projection runs at the real target positions only.
+    targets = {"lm_labels": batch["labels"], "loss_mask": batch["loss_mask"]}
     if isinstance(_unwrapped(model), PipelinedT5):  # one stage: it handles the freeze itself
-        return model(*inputs, lm_labels=batch["labels"], encoder_frozen=encoder_frozen)
+        return model(*inputs, **targets, encoder_frozen=encoder_frozen)
     if not encoder_frozen and not encoder_mlm:
-        return model(*inputs, lm_labels=batch["labels"])
+        return model(*inputs, **targets)
     # Keep the encoder output in the model's precision for the decoder's cross-attention.
     half = {"fp32_output": False} if isinstance(getattr(model, "module", None),
                                                  Float16Module) else {}
     with torch.set_grad_enabled(not encoder_frozen):
         encoded = model(*inputs, output_encoder_hidden_only=True, **half)
-    decoder_losses = model(*inputs, lm_labels=batch["labels"], encoder_hidden_states=encoded)
+    decoder_losses = model(*inputs, **targets, encoder_hidden_states=encoded)
     if not encoder_mlm:
         return decoder_losses
     mlm_losses = _unwrapped(model).encoder_mlm_loss(encoded, batch["encoder_mlm_labels"],

@@ -35,6 +35,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.utils import sharded_state_dict_default
 
 from megatron_seqpt.models.pipeline_split import StageLayers
+from megatron_seqpt.models.target_loss import loss_at_targets
 
 
 class StageBlock(MegatronModule):
@@ -131,8 +132,10 @@ class PipelinedT5(LanguageModule):
     def forward(self, encoder_input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
                 encoder_attn_mask: torch.Tensor, decoder_attn_mask: torch.Tensor,
                 encoder_decoder_attn_mask: torch.Tensor,
-                lm_labels: Optional[torch.Tensor] = None, encoder_frozen: bool = False):
-        """Per-token decoder loss [b, s_dec] on the last stage, packed states elsewhere."""
+                lm_labels: Optional[torch.Tensor] = None, encoder_frozen: bool = False,
+                loss_mask: Optional[torch.Tensor] = None):
+        """Per-token decoder loss [b, s_dec] on the last stage, packed states elsewhere; given
+        ``loss_mask``, the vocabulary projection runs at the real target positions only."""
         if self.pre_process:
             encoded = self.embedding(input_ids=encoder_input_ids,
                                      position_ids=t5_position_ids(encoder_input_ids))
@@ -150,8 +153,11 @@ class PipelinedT5(LanguageModule):
             decoded = self.decoder(decoded, decoder_attn_mask, context=encoded,
                                    context_mask=encoder_decoder_attn_mask)
         if self.post_process:
-            logits = self.lm_head(decoded, self.shared_embedding_or_output_weight())
-            return self.compute_language_model_loss(lm_labels, logits)
+            weight = self.shared_embedding_or_output_weight()
+            if loss_mask is not None and not self.config.sequence_parallel:
+                return loss_at_targets(self, decoded, lm_labels, loss_mask,
+                                       lambda states: self.lm_head(states, weight))
+            return self.compute_language_model_loss(lm_labels, self.lm_head(decoded, weight))
         packed = torch.cat([encoded, decoded], dim=0)
         if torch.is_grad_enabled() and not packed.requires_grad:
             # Nothing up to this stage trains; the schedule still runs this stage's backward,
