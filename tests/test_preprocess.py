@@ -303,3 +303,23 @@ def test_a_huge_single_line_record_is_cut_deterministically_and_reported(sp, tmp
     assert len(decoded) >= 3 and max(map(len, decoded)) <= MAX_PARAGRAPH_CHARS
     assert all(text.endswith("Tuesday.") for text in decoded)
     assert len(short_doc) == 2
+
+
+def test_an_interrupt_while_a_dataset_is_opened_leaves_no_temporary(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM can arrive between megatron-core's builder creating its file and the
+    writer recording it (the interrupted-tool test sends its signal as soon as that file
+    appears): the cleanup must still find and remove it."""
+    from megatron_seqpt.data import indexed_writer
+
+    class InterruptedAfterOpening(indexed_writer.IndexedDatasetBuilder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            raise KeyboardInterrupt("signal 15")
+
+    outputs = indexed_writer.IndexedOutputs(np.int32)
+    monkeypatch.setattr(indexed_writer, "IndexedDatasetBuilder", InterruptedAfterOpening)
+    with pytest.raises(KeyboardInterrupt):
+        outputs.builder(str(tmp_path / "x_en_text_document"))
+    assert any(".tmp-" in p.name for p in tmp_path.iterdir())  # the builder made its file
+    outputs.discard()
+    assert list(tmp_path.iterdir()) == []

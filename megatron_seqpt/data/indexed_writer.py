@@ -42,6 +42,10 @@ class IndexedOutputs:
     def __init__(self, dtype: type[np.number]):
         self.dtype = dtype
         self._builders: dict[str, IndexedDatasetBuilder] = {}
+        # Every prefix whose temporary files may exist, recorded before they are created: an
+        # interrupt between a builder creating its file and ``_builders`` holding it must not
+        # leave the file behind.
+        self._opened: list[str] = []
         self._suffix = temporary_tag()
 
     def builder(self, prefix: str) -> IndexedDatasetBuilder:
@@ -51,6 +55,7 @@ class IndexedOutputs:
             try:
                 Path(prefix).parent.mkdir(parents=True, exist_ok=True)
                 sweep_stale(prefix)
+                self._opened.append(prefix)
                 self._builders[prefix] = IndexedDatasetBuilder(temporary, dtype=self.dtype)
             except OSError as err:
                 raise write_error(err, temporary) from None
@@ -76,20 +81,22 @@ class IndexedOutputs:
             Path(f"{prefix}.idx").unlink(missing_ok=True)
             os.replace(self._temporary(prefix, ".bin"), f"{prefix}.bin")
             os.replace(self._temporary(prefix, ".idx"), f"{prefix}.idx")
-        committed, self._builders = sorted(self._builders), {}
+        committed, self._builders, self._opened = sorted(self._builders), {}, []
         return committed
 
     def discard(self) -> None:
         """Delete every temporary file of this run. Closing a file on a full disk fails
         (its buffer cannot be written): that must not hide the error being cleaned up after."""
-        for prefix, builder in self._builders.items():
+        for prefix in self._opened:
+            builder = self._builders.get(prefix)
             try:
-                builder.data_file.close()
+                if builder is not None:
+                    builder.data_file.close()
             except OSError:
                 pass
             for suffix in (".bin", ".idx"):
                 remove_quietly(self._temporary(prefix, suffix))
-        self._builders = {}
+        self._builders, self._opened = {}, []
 
     def _temporary(self, prefix: str, suffix: str) -> str:
         return f"{prefix}{self._suffix}{suffix}"
