@@ -16,6 +16,7 @@ from megatron_seqpt.recipes.reproduce_grid import (
     DEFAULT_SCALE,
     DEFAULT_TASKS,
     SCALES,
+    TASK_TEXT,
     equal_compute_step,
     grid,
     is_equal_compute,
@@ -23,6 +24,7 @@ from megatron_seqpt.recipes.reproduce_grid import (
 )
 from megatron_seqpt.recipes.reproduce_report import write_report
 from megatron_seqpt.recipes.stages import Stage, run_stages
+from megatron_seqpt.recipes.task_text import write_task_text
 from megatron_seqpt.runtime import launch_env
 from megatron_seqpt.runtime.log import log
 
@@ -41,6 +43,13 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     stages = grid(output, scale, seeds, overrides, tasks)
+    if any(override.startswith("data.corpus=") for override in overrides):
+        log("pre-training on the data.corpus given (the tasks' text is not added)")
+    else:
+        text = write_task_text({**DEFAULT_TASKS, **(tasks or {})}, output / TASK_TEXT)
+        log(f"pre-training on the built-in corpus and the tasks' text: {text.texts} training "
+            f"texts in {text.documents} documents ({text.held_out} left out: a validation or "
+            f"test split holds them), {text.path}")
     if only:
         known = {s.name: s for s in stages}
         unknown = [name for name in only if name not in known]

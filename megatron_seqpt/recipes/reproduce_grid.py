@@ -25,6 +25,7 @@ from megatron_seqpt.recipes.stages import (
     PretrainStage,
     Stage,
 )
+from megatron_seqpt.text.corpus import default_corpus_path
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ SCALES = {
                   finetune=FinetuneSchedule(5.0, None, 5e-5, 1e-3)),
 }
 DEFAULT_SCALE = "small"
+# The tasks' training text, written by the reproduction and pre-trained on with the built-in
+# corpus (recipes/task_text.py).
+TASK_TEXT = Path("corpus") / "task_text.jsonl"
 UNFREEZE_FRACTION = 0.5
 ENCODER_MLM_WEIGHT = 0.5
 # Task kinds the rows are scored on, and the built-in task (or task config file) of each.
@@ -154,8 +158,10 @@ def _unfreeze(groups: Sequence[str], fraction: Optional[float], steps: int) -> l
 
 def pretrain_configs(root: Path, scale: Scale, overrides: Sequence[str]
                      ) -> dict[str, RunConfig]:
-    """The run config of every pre-training row."""
-    common = [*_shape(scale), f"data.cache_dir={root / 'data'}"]
+    """The run config of every pre-training row: on the built-in corpus and the tasks' text
+    (``TASK_TEXT``, see task_text.py) unless the overrides give a corpus."""
+    corpus = f"data.corpus=[{default_corpus_path()},{root / TASK_TEXT}]"
+    common = [*_shape(scale), f"data.cache_dir={root / 'data'}", corpus]
     t5 = ["model.kind=t5", *_steps(scale.t5_steps, scale.evaluations)]
     warm = [*t5, f"init.from_encoder={root / 'pretrain' / 'mlm'}"]
     rows = {
