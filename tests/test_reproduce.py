@@ -110,3 +110,14 @@ def test_every_scale_makes_t5_rows_whose_samples_fit_the_decoder(scale, tmp_path
     for name, config in configs.items():
         if config.model.kind == "t5":
             check_t5_decoder_length(config.data)
+
+
+def test_only_given_twice_runs_both_lists(tmp_path, capsys):
+    """``--only A --only B`` names two stages, as ``--only A B`` does: an unknown first one is
+    refused before anything runs, not dropped for the second."""
+    output = tmp_path / "repro"
+    command = ["reproduce", "--output-dir", str(output), "--scale", "micro",
+               "--only", "pretrain/nonexistent", "--only", "pretrain/mlm"]
+    assert cli.main(command) == 2
+    assert "unknown stage 'pretrain/nonexistent'" in capsys.readouterr().err
+    assert not (output / "pretrain" / "mlm").exists()

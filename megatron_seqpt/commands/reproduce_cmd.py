@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{kind}-task", default=default, metavar="NAME|TASK.yaml",
                             help=f"the {kind} task: a built-in task or a task config file "
                                  f"(default {default})")
-    parser.add_argument("--only", nargs="+", metavar="STAGE",
-                        help="run only these stages (what they need must be complete); "
-                             "--list names them")
+    parser.add_argument("--only", nargs="+", action="extend", metavar="STAGE",
+                        help="run only these stages (what they need must be complete; "
+                             "the flag may repeat); --list names them")
     parser.add_argument("--list", action="store_true",
                         help="print the stages in the order they run, and exit")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
