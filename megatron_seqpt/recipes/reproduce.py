@@ -23,7 +23,7 @@ from megatron_seqpt.recipes.reproduce_grid import (
     stage_weights,
 )
 from megatron_seqpt.recipes.reproduce_report import write_report
-from megatron_seqpt.recipes.stages import Stage, run_stages
+from megatron_seqpt.recipes.stages import PretrainStage, Stage, run_stages
 from megatron_seqpt.recipes.task_text import write_task_text
 from megatron_seqpt.runtime import launch_env
 from megatron_seqpt.runtime.log import log
@@ -43,7 +43,9 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     stages = grid(output, scale, seeds, overrides, tasks)
-    if any(override.startswith("data.corpus=") for override in overrides):
+    corpora = {path for stage in stages if isinstance(stage, PretrainStage)
+               for path in stage.config.data.corpus}
+    if str(output / TASK_TEXT) not in corpora:
         log("pre-training on the data.corpus given (the tasks' text is not added)")
     else:
         text = write_task_text({**DEFAULT_TASKS, **(tasks or {})}, output / TASK_TEXT)

@@ -99,14 +99,21 @@ def _extract(stage: ExtractStage, run_dir: Path, root: Path) -> str:
     return "completed"
 
 
+def task_settings(task: str) -> tuple[Optional[str], list[str]]:
+    """(task config file or None, overrides) of a grid task: a task config file or the name of
+    a built-in task."""
+    if task.endswith((".yaml", ".yml")):
+        return task, []
+    return None, [f"task.builtin={task}"]
+
+
 def finetune_settings(stage: FinetuneStage, root: Path) -> tuple[Optional[str], list[str]]:
     """(task config file or None, overrides) of a fine-tuning stage."""
     init = [f"init.from_run={root / stage.init}"]
     if stage.init_step is not None:
         init.append(f"init.from_step={stage.init_step}")
-    is_file = stage.task.endswith((".yaml", ".yml"))
-    task = [] if is_file else [f"task.builtin={stage.task}"]
-    return (stage.task if is_file else None,
+    task_file, task = task_settings(stage.task)
+    return (task_file,
             [*init, *task, f"train.seed={stage.seed}", *(PROBE if stage.probe else ()),
              *stage.overrides])
 

@@ -16,6 +16,7 @@ from typing import Iterator, Mapping
 
 from megatron_seqpt.config import load
 from megatron_seqpt.files import publish_files
+from megatron_seqpt.recipes.stages import task_settings
 from megatron_seqpt.tasks.config import FinetuneConfig
 from megatron_seqpt.tasks.examples import (
     ClassificationExample,
@@ -40,13 +41,6 @@ class TaskText:
     texts: int
     documents: int
     held_out: int   # training texts left out because a validation or test split holds them
-
-
-def _task_config(task: str) -> FinetuneConfig:
-    """A grid task (a built-in task's name or a task config file) as a fine-tuning config."""
-    if task.endswith((".yaml", ".yml")):
-        return load(FinetuneConfig, task)
-    return load(FinetuneConfig, None, [f"task.builtin={task}"])
 
 
 def _texts(example: Example) -> Iterator[str]:
@@ -81,7 +75,8 @@ def write_task_text(tasks: Mapping[str, str], path: Path) -> TaskText:
     ordered = sorted(tasks.items(), key=lambda item: KIND_ORDER.index(item[0])
                      if item[0] in KIND_ORDER else len(KIND_ORDER))
     for task in dict.fromkeys(task for _, task in ordered):
-        splits = load_splits(_task_config(task).task, with_test=True)
+        config = load(FinetuneConfig, *task_settings(task))
+        splits = load_splits(config.task, with_test=True)
         train += splits.train
         for example in [*splits.valid, *(splits.test or [])]:
             held.update(_key(text) for text in _all_texts(example))
