@@ -221,6 +221,51 @@ def test_interrupted_tool_leaves_no_output(tmp_path, signum, workers):
     assert list(out.iterdir()) == []
 
 
+def test_killed_worker_fails_the_tool_instead_of_hanging(tmp_path):
+    """A worker killed mid-run (the out-of-memory killer, an operator's kill -9) ends the tool
+    with one line saying so and no output; a process pool that replaces the worker loses its
+    task and waits for it for ever."""
+    psutil = pytest.importorskip("psutil")
+    pipe = tmp_path / "in.jsonl"
+    os.mkfifo(pipe)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools/preprocess_data.py"), "--input", str(pipe),
+         "--output-prefix", str(out / "x"), "--tokenizer-model", str(tokenizer_model()),
+         "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = threading.Event()
+
+    def feed():
+        try:
+            with open(pipe, "wb") as writer:
+                writer.write(CORPUS.read_bytes() * 24)  # ~5.6 MB: five chunks of 1 MiB
+                writer.flush()
+                killed.wait(120)
+                writer.write(CORPUS.read_bytes() * 16)  # the rest of the input, then its end
+        except BrokenPipeError:                         # the tool stopped reading: fine
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    try:
+        deadline = time.time() + 60
+        while not any(".tmp-" in p.name for p in out.glob("*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no output was started"
+            time.sleep(0.05)
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) >= 2, workers
+        workers[0].kill()
+        killed.set()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        killed.set()
+        proc.kill()
+    assert proc.returncode == 2, stderr
+    assert stderr.startswith("preprocess_data.py: error: preprocess-worker-0 (pid ")
+    assert "killed by signal SIGKILL" in stderr and "Traceback" not in stderr, stderr
+    assert list(out.iterdir()) == []
+
+
 def test_tools_run_from_the_clone(tmp_path):
     tool = [sys.executable, str(ROOT / "tools/train_tokenizer.py"), "--input", str(CORPUS),
             "--vocab-size", "2000", "--output-prefix", str(tmp_path / "tok"), "--quiet"]

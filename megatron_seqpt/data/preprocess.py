@@ -15,12 +15,10 @@ SIGTERM leaves no output at the final names.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import signal
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -31,6 +29,7 @@ from nltk.tokenize.punkt import PunktParameters
 
 from megatron_seqpt.data.indexed_writer import IndexedOutputs, token_dtype
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.runtime.ordered_workers import OrderedWorkers
 from megatron_seqpt.text.corpus import (
     ByteProgress,
     CorpusError,
@@ -183,14 +182,7 @@ class _ChunkEncoder:
 _worker_encoder: _ChunkEncoder | None = None
 
 
-def _ignore_signals() -> None:
-    # Ctrl-C and SIGTERM are the parent's to handle: it stops the pool and cleans up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def _start_worker(settings: _EncoderSettings) -> None:
-    _ignore_signals()
     global _worker_encoder
     _worker_encoder = _ChunkEncoder(settings)
 
@@ -276,7 +268,7 @@ def _learn_punkt(inputs: Sequence[Path], options: ReadOptions, punkt_dir: str | 
     samples = {lang: survey.sample for lang, survey in surveys.items()}
     if workers == 1:
         return learn_splitters(samples, punkt_dir)
-    with multiprocessing.Pool(workers, initializer=_ignore_signals) as pool:
+    with OrderedWorkers(workers, name="punkt-worker") as pool:
         return learn_splitters(samples, punkt_dir, pool.map)
 
 
@@ -328,27 +320,16 @@ def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_se
 @contextlib.contextmanager
 def _encoding(workers: int, settings: _EncoderSettings
               ) -> Iterator[Callable[[Iterable[_Chunk]], Iterator[tuple[_Chunk, _Encoded]]]]:
-    """A function mapping chunks to their encodings in order: here with one worker, else in a
-    pool with at most two chunks per worker in flight (Pool.imap would read ahead without
-    bound)."""
+    """A function mapping chunks to their encodings in order: here with one worker, else in
+    worker processes with at most two chunks each in flight; a worker that dies fails the run
+    (``runtime.ordered_workers``) rather than hanging it."""
     if workers == 1:
         encoder = _ChunkEncoder(settings)
         yield lambda chunks: ((chunk, encoder(chunk.payload())) for chunk in chunks)
         return
 
-    def ordered(chunks: Iterable[_Chunk]) -> Iterator[tuple[_Chunk, _Encoded]]:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append((chunk, pool.apply_async(_encode_in_worker, (chunk.payload(),))))
-            while pending and (len(pending) >= 2 * workers or pending[0][1].ready()):
-                done, result = pending.popleft()
-                yield done, result.get()
-        while pending:
-            done, result = pending.popleft()
-            yield done, result.get()
-
-    with multiprocessing.Pool(workers, initializer=_start_worker, initargs=(settings,)) as pool:
-        yield ordered
+    with OrderedWorkers(workers, _start_worker, (settings,), name="preprocess-worker") as pool:
+        yield lambda chunks: pool.imap(_encode_in_worker, chunks, _Chunk.payload)
 
 
 @contextlib.contextmanager

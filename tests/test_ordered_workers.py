@@ -1,0 +1,37 @@
+"""Worker processes of preprocessing: results in order, worker errors raised, stopping at once."""
+
+import os
+import time
+
+import pytest
+
+from megatron_seqpt.runtime.ordered_workers import OrderedWorkers
+
+
+def slow_square(value: int) -> tuple[int, int]:
+    # Early items take longest, so a worker finishing first must not overtake the order.
+    time.sleep(0.02 * (5 - value % 5))
+    return value * value, os.getpid()
+
+
+def fails_on_three(value: int) -> int:
+    if value == 3:
+        raise ValueError(f"bad item {value}")
+    return value
+
+
+def test_results_come_in_order_from_every_worker():
+    with OrderedWorkers(3) as pool:
+        results = list(pool.imap(slow_square, range(20), argument=lambda item: item))
+    assert [item for item, _ in results] == list(range(20))
+    assert [square for _, (square, _) in results] == [value * value for value in range(20)]
+    assert len({pid for _, (_, pid) in results}) == 3
+
+
+def test_a_worker_exception_is_raised_and_the_workers_stop():
+    pool = OrderedWorkers(2)
+    processes = [worker.process for worker in pool._workers]
+    with pytest.raises(ValueError, match="bad item 3"):
+        with pool:
+            pool.map(fails_on_three, range(10))
+    assert all(not process.is_alive() for process in processes)
