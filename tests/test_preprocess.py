@@ -176,10 +176,12 @@ def test_failure_part_way_leaves_no_output(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["x_en_text_document.idx"]
 
 
-@pytest.mark.parametrize("signum,workers", [(signal.SIGTERM, 2), (signal.SIGINT, 1)])
-def test_interrupted_tool_leaves_no_output(tmp_path, signum, workers):
-    """The tool reads a named pipe that is fed part of the corpus and then held open, so it is
-    surely mid-run (temporary outputs written) when the signal comes."""
+def _tool_mid_run(tmp_path: Path, workers: int, release: threading.Event,
+                  rest_copies: int = 0) -> tuple[subprocess.Popen, Path]:
+    """The preprocessing tool reading a named pipe fed part of the corpus (~5.6 MB, five chunks
+    of 1 MiB) and then held open until ``release`` (then fed ``rest_copies`` more copies of the
+    corpus and closed); returned once the tool has started its outputs, so it is surely mid-run.
+    Returns the process and the output directory."""
     pipe = tmp_path / "in.jsonl"
     os.mkfifo(pipe)
     out = tmp_path / "out"
@@ -191,26 +193,36 @@ def test_interrupted_tool_leaves_no_output(tmp_path, signum, workers):
         # A test run started in the background (nohup, `&` in a script) passes SIGINT on as
         # ignored, and Python then keeps ignoring it; the tool must see Ctrl-C as a user would.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    release = threading.Event()
 
     def feed():
         try:
             with open(pipe, "wb") as writer:
-                for _ in range(24):                     # ~5.6 MB: five chunks of 1 MiB
-                    writer.write(CORPUS.read_bytes())
+                writer.write(CORPUS.read_bytes() * 24)
                 writer.flush()
                 release.wait(120)
+                writer.write(CORPUS.read_bytes() * rest_copies)
         except BrokenPipeError:                         # the tool stopped reading: fine
             pass
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    threading.Thread(target=feed, daemon=True).start()
     try:
         deadline = time.time() + 60
         while not any(".tmp-" in p.name for p in out.glob("*")):
             assert proc.poll() is None, proc.communicate()
             assert time.time() < deadline, "no output was started"
             time.sleep(0.05)
+    except BaseException:
+        release.set()
+        proc.kill()
+        raise
+    return proc, out
+
+
+@pytest.mark.parametrize("signum,workers", [(signal.SIGTERM, 2), (signal.SIGINT, 1)])
+def test_interrupted_tool_leaves_no_output(tmp_path, signum, workers):
+    release = threading.Event()
+    proc, out = _tool_mid_run(tmp_path, workers, release)
+    try:
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -226,32 +238,9 @@ def test_killed_worker_fails_the_tool_instead_of_hanging(tmp_path):
     with one line saying so and no output; a process pool that replaces the worker loses its
     task and waits for it for ever."""
     psutil = pytest.importorskip("psutil")
-    pipe = tmp_path / "in.jsonl"
-    os.mkfifo(pipe)
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools/preprocess_data.py"), "--input", str(pipe),
-         "--output-prefix", str(out / "x"), "--tokenizer-model", str(tokenizer_model()),
-         "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = threading.Event()
-
-    def feed():
-        try:
-            with open(pipe, "wb") as writer:
-                writer.write(CORPUS.read_bytes() * 24)  # ~5.6 MB: five chunks of 1 MiB
-                writer.flush()
-                killed.wait(120)
-                writer.write(CORPUS.read_bytes() * 16)  # the rest of the input, then its end
-        except BrokenPipeError:                         # the tool stopped reading: fine
-            pass
-
-    threading.Thread(target=feed, daemon=True).start()
+    proc, out = _tool_mid_run(tmp_path, 2, killed, rest_copies=16)
     try:
-        deadline = time.time() + 60
-        while not any(".tmp-" in p.name for p in out.glob("*")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.time() < deadline, "no output was started"
-            time.sleep(0.05)
         workers = psutil.Process(proc.pid).children()
         assert len(workers) >= 2, workers
         workers[0].kill()
@@ -264,7 +253,6 @@ def test_killed_worker_fails_the_tool_instead_of_hanging(tmp_path):
     assert stderr.startswith("preprocess_data.py: error: preprocess-worker-0 (pid ")
     assert "killed by signal SIGKILL" in stderr and "Traceback" not in stderr, stderr
     assert list(out.iterdir()) == []
-
 
 def test_tools_run_from_the_clone(tmp_path):
     tool = [sys.executable, str(ROOT / "tools/train_tokenizer.py"), "--input", str(CORPUS),
