@@ -14,6 +14,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import sentencepiece as spm
 from megatron.core.datasets.indexed_dataset import IndexedDataset
@@ -237,7 +238,6 @@ def test_killed_worker_fails_the_tool_instead_of_hanging(tmp_path):
     """A worker killed mid-run (the out-of-memory killer, an operator's kill -9) ends the tool
     with one line saying so and no output; a process pool that replaces the worker loses its
     task and waits for it for ever."""
-    psutil = pytest.importorskip("psutil")
     killed = threading.Event()
     proc, out = _tool_mid_run(tmp_path, 2, killed, rest_copies=16)
     try:
