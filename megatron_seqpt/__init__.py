@@ -3,8 +3,14 @@ megatron-core."""
 
 import warnings
 
+from megatron_seqpt.runtime import child_processes
+
 __version__ = "0.1.0"
 
 # megatron-core warns at import about each GPU package it does not find; the run log states
 # once which backend (transformer-engine, apex, local) is in use instead.
 warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*not installed.*")
+
+# A spawned child of a run (megatron-core's checkpoint results manager) imports this package
+# with the run's main module; it should not outlive a killed run.
+child_processes.die_with_spawning_parent()

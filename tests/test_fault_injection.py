@@ -3,6 +3,7 @@ preprocessing, tokenizer training and checkpoint writing; SIGKILL at random poin
 checkpoint writing and of preprocessing. After each: the previous good state loads, nothing
 stale is left (or the next run removes it), and the message is one line naming the path."""
 
+import contextlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
@@ -132,9 +134,21 @@ def test_a_checkpoint_that_does_not_fit_keeps_the_last_good_one(small_disk, tmp_
     assert json.loads((disk / "run" / "result.json").read_text())["step"] == 4
 
 
+def _assert_all_end(processes: list[psutil.Process], seconds: float = 20) -> None:
+    """The processes a killed run had started end with it (each one left holds memory)."""
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    left = []
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            left.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+            process.kill()
+    assert not left, f"children outlived the killed run: {left}"
+
+
 def test_sigkill_at_random_points_of_checkpoint_writing_loses_nothing(tmp_path):
     """Three kills at random moments (seeded) of a run that saves every step, each followed
-    by the same command, which must resume from a verified checkpoint; then it completes."""
+    by the same command, which must resume from a verified checkpoint; then it completes.
+    The processes the run had started (megatron-core's checkpoint helpers) end with it."""
     config = tmp_path / "config.yaml"
     dump(tiny_config("encoder", tmp_path / "cache",
                      ["train.steps=100000", "checkpoint.save_interval=1", "checkpoint.keep_last=2",
@@ -156,8 +170,10 @@ def test_sigkill_at_random_points_of_checkpoint_writing_loses_nothing(tmp_path):
             time.sleep(0.05)
         # Every step saves: a random moment from here falls in or between checkpoint writes.
         time.sleep(rng.uniform(0.0, 2.0))
+        children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
+        _assert_all_end(children)
         output = log.read_text()
         if kill:
             assert f"at step {step}" in output, output  # it had resumed

@@ -1,10 +1,17 @@
-"""Children a run forks die with it.
+"""Children a run starts die with it.
 
 megatron-core's checkpoint writer forks worker processes from the (multi-threaded) training
-process. After a kill -9 of the run during a save, such a worker was seen to hang for good on a
-lock it inherited mid-use, holding memory, the run's output pipes and its files. On Linux each
-forked child asks the kernel to kill it when its parent ends (``PR_SET_PDEATHSIG``); elsewhere
-this is a no-op. Children started with exec (subprocess, spawn, forkserver) are not affected.
+process, and on its first save spawns a multiprocessing manager for their results. After a
+kill -9 of the run, such a forked worker was seen to hang for good on a lock it inherited
+mid-use, and the spawned manager (torch imported, ~270 MB) served on forever: one more per
+killed run, holding memory, the run's output pipes and its files. On Linux each such child asks
+the kernel to kill it when its parent ends (``PR_SET_PDEATHSIG``); elsewhere this is a no-op.
+
+A forked child asks in an at-fork hook (``install``). A spawned child is a new interpreter that
+runs no hook, but it imports the parent's main module, and with it this package, before it
+starts work: the package's import asks (``die_with_spawning_parent``). The kernel ties the
+request to the thread that started the child; megatron-core starts these from the main thread.
+Other children started with exec (subprocess, forkserver) are not affected.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
+# multiprocessing's spawn start method runs the child as ``python -c ... --multiprocessing-fork``.
+_SPAWNED_CHILD_FLAG = "--multiprocessing-fork"
 _installed = False
 _forking_parent = 0
 
@@ -24,10 +33,14 @@ def _record_parent() -> None:
     _forking_parent = os.getpid()
 
 
-def _die_with_parent() -> None:
+def _die_with(parent: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != _forking_parent:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+
+def _die_with_forking_parent() -> None:
+    _die_with(_forking_parent)
 
 
 def install() -> None:
@@ -35,5 +48,11 @@ def install() -> None:
     global _installed
     if _installed or not sys.platform.startswith("linux"):
         return
-    os.register_at_fork(before=_record_parent, after_in_child=_die_with_parent)
+    os.register_at_fork(before=_record_parent, after_in_child=_die_with_forking_parent)
     _installed = True
+
+
+def die_with_spawning_parent() -> None:
+    """In a child started by multiprocessing's spawn: be killed when the parent ends."""
+    if sys.platform.startswith("linux") and _SPAWNED_CHILD_FLAG in sys.orig_argv:
+        _die_with(os.getppid())
