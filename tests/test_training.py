@@ -153,6 +153,22 @@ def test_cli_refuses_layout_that_does_not_fit(tmp_path):
     assert "world size 1 is not divisible" in result.stderr
 
 
+def test_a_run_on_prepared_data_never_loads_the_sentence_splitter(cache_dir, tmp_path):
+    """nltk (which loads scipy) adds over a second to the start of every process, each rank
+    of a job included; a run whose data is prepared never splits sentences."""
+    from megatron_seqpt.config import dump
+
+    dump(tiny_config("encoder", cache_dir, ["train.steps=1"]), tmp_path / "config.yaml")
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom megatron_seqpt import cli\n"
+         f"code = cli.main(['pretrain', '--config', '{tmp_path / 'config.yaml'}', "
+         f"'--run-dir', '{tmp_path / 'run'}'])\n"
+         "print('exit', code, 'nltk' in sys.modules)"],
+        capture_output=True, text=True, env={k: v for k, v in os.environ.items()
+                                             if k not in ("RANK", "WORLD_SIZE")})
+    assert result.stdout.splitlines()[-1] == "exit 0 False", result.stdout + result.stderr
+
+
 def test_cli_refuses_a_short_decoder_before_preparing_any_data(tmp_path):
     cache = tmp_path / "cache"
     result = subprocess.run(

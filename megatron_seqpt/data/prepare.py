@@ -24,12 +24,10 @@ from typing import Iterator, Sequence
 
 from megatron_seqpt.config.schema import DataConfig
 from megatron_seqpt.data.indexed_writer import token_count
-from megatron_seqpt.data.preprocess import DEFAULT_CHUNK_BYTES, preprocess
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.hashing import file_sha256
 from megatron_seqpt.text.corpus import check_inputs, default_corpus_path
 from megatron_seqpt.tokenizer.special_tokens import DEFAULT_NUM_SENTINELS
-from megatron_seqpt.tokenizer.training import train_tokenizer
 
 # Bump when the layout or content of a cache entry changes: old entries are then rebuilt.
 FORMAT_VERSION = 1
@@ -153,6 +151,11 @@ def _build(entry: Path, inputs: Sequence[Path], tokenizer: Path | None, data: Da
     # build that died, and can go.
     for stale in entry.parent.glob(f"{entry.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    # Imported here: they load nltk (with scipy, over a second), which a run that finds its
+    # data prepared, and every rank that waits for the one building, never needs.
+    from megatron_seqpt.data.preprocess import default_workers, preprocess
+    from megatron_seqpt.tokenizer.training import train_tokenizer
+
     building = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
     building.mkdir()
     try:
@@ -162,7 +165,7 @@ def _build(entry: Path, inputs: Sequence[Path], tokenizer: Path | None, data: Da
                             seed=TOKENIZER_SEED, progress=progress)
         model = tokenizer or building / "tokenizer.model"
         summary = preprocess(inputs, building / "data", model, workers=workers or
-                             _default_workers(inputs), split_sentences=True, progress=progress)
+                             default_workers(inputs), split_sentences=True, progress=progress)
         manifest = {
             "format": FORMAT_VERSION,
             "inputs": [str(p) for p in inputs],
@@ -176,13 +179,6 @@ def _build(entry: Path, inputs: Sequence[Path], tokenizer: Path | None, data: Da
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-
-
-def _default_workers(inputs: Sequence[Path]) -> int:
-    """One process for a small corpus (a pool would cost more than it saves), else the cores."""
-    if sum(p.stat().st_size for p in inputs) < 4 * DEFAULT_CHUNK_BYTES:
-        return 1
-    return max(1, min(os.cpu_count() or 1, 16))
 
 
 def _load(entry: Path, tokenizer: Path | None) -> PreparedData:

@@ -15,6 +15,7 @@ SIGTERM leaves no output at the final names.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -105,6 +106,13 @@ class PreprocessSummary:
                          f"{MAX_PARAGRAPH_CHARS:,} characters were cut at sentence ends (else "
                          "spaces) into pieces of at most that length before sentence splitting")
         return "\n".join(lines)
+
+
+def default_workers(inputs: Sequence[Path]) -> int:
+    """One process for a small corpus (a pool would cost more than it saves), else the cores."""
+    if sum(p.stat().st_size for p in inputs) < 4 * DEFAULT_CHUNK_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 16))
 
 
 @dataclass
