@@ -1,12 +1,14 @@
 """Start-up as one process and as 2 gloo ranks: process groups, megatron-core parallel state,
 the layout checks, and the CPU shims (device redirection, per-rank RNG streams)."""
 
+import os
+
 import pytest
 import torch
 
 from megatron_seqpt.config import load_run_config
 from megatron_seqpt.runtime.distributed import LayoutError, check_layout
-from megatron_seqpt.runtime.local_ranks import run_ranks
+from megatron_seqpt.runtime.local_ranks import LocalRanks
 
 
 def test_single_process_start(single_process):
@@ -80,13 +82,20 @@ def _start(tp: int, pp: int):
                parallel_state.get_data_parallel_rank()),
         "tp_stream": tp_stream,
         "default_stream": torch.rand(4),
+        "pid": os.getpid(),
     }
     distributed.shutdown()
     return result
 
 
-def test_two_ranks_data_parallel():
-    r0, r1 = run_ranks(_start, 2, 1, 1)
+@pytest.fixture(scope="module")
+def ranks():
+    with LocalRanks() as local_ranks:
+        yield local_ranks
+
+
+def test_two_ranks_data_parallel(ranks):
+    r0, r1 = ranks.run(_start, 2, 1, 1)
     assert r0["launcher"] == "torchrun"
     assert r0["sum"] == r1["sum"] == 3.0
     assert r0["dp"] == (2, 0) and r1["dp"] == (2, 1)
@@ -95,8 +104,8 @@ def test_two_ranks_data_parallel():
     assert torch.equal(r0["default_stream"], r1["default_stream"])
 
 
-def test_two_ranks_tensor_parallel():
-    r0, r1 = run_ranks(_start, 2, 2, 1)
+def test_two_ranks_tensor_parallel(ranks):
+    r0, r1 = ranks.run(_start, 2, 2, 1)
     assert (r0["tp"], r1["tp"]) == ((2, 0), (2, 1))
     assert r0["dp"] == r1["dp"] == (1, 0)
     # Each tensor-parallel rank draws its own stream inside the model-parallel region.
@@ -104,9 +113,29 @@ def test_two_ranks_tensor_parallel():
     assert torch.equal(r0["default_stream"], r1["default_stream"])
 
 
-def test_two_ranks_pipeline_parallel():
-    r0, r1 = run_ranks(_start, 2, 1, 2)
+def test_two_ranks_pipeline_parallel(ranks):
+    r0, r1 = ranks.run(_start, 2, 1, 2)
     assert (r0["pp"], r1["pp"]) == ((2, 0), (2, 1))
+
+
+def _fail_on_rank_1():
+    if os.environ["RANK"] == "1":
+        raise ValueError("rank 1 fails")
+    return os.getpid()
+
+
+def test_local_ranks_serve_worlds_in_turn_and_are_replaced_after_a_failure(ranks):
+    """Later worlds run in the same processes (no second start-up), each a world of its own;
+    a rank's exception comes back with its traceback, and the next world gets new processes."""
+    first = ranks.run(_start, 2, 1, 1)
+    second = ranks.run(_start, 2, 2, 1)
+    assert [r["pid"] for r in first] == [r["pid"] for r in second]
+    assert (second[0]["tp"], second[1]["tp"]) == ((2, 0), (2, 1))
+    with pytest.raises(AssertionError, match=r"(?s)rank 1:\n.*ValueError: rank 1 fails"):
+        ranks.run(_fail_on_rank_1, 2)
+    third = ranks.run(_start, 2, 1, 1)
+    assert third[0]["sum"] == 3.0
+    assert not {r["pid"] for r in third} & {r["pid"] for r in first}
 
 
 @pytest.mark.parametrize("world, overrides, words", [

@@ -11,7 +11,7 @@ import torch
 from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
-from megatron_seqpt.runtime.local_ranks import run_ranks
+from megatron_seqpt.runtime.local_ranks import LocalRanks
 from tests.tolerance import assert_close_to_scale
 
 NO_DROPOUT = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.eval_interval=1000"]
@@ -64,6 +64,14 @@ def _loss_and_gradients(kind, overrides, cache_dir, run_dir, grads_dir, init_fro
 
 
 @pytest.fixture(scope="module")
+def ranks():
+    """Rank processes for the module's worlds, started once (each start imports torch and
+    megatron-core again); every world initialises and tears down its own groups."""
+    with LocalRanks() as local_ranks:
+        yield local_ranks
+
+
+@pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
@@ -91,14 +99,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache_dir, load_full):
+def reference(ranks, tmp_path_factory, cache_dir, load_full):
     """Per model kind: (checkpoint, loss, gradients) of the single-process model."""
     found = {}
 
     def get(kind):
         if kind not in found:
             root = tmp_path_factory.mktemp(f"reference-{kind}")
-            (loss,) = run_ranks(_loss_and_gradients, 1, kind, [], cache_dir, root / "run",
+            (loss,) = ranks.run(_loss_and_gradients, 1, kind, [], cache_dir, root / "run",
                                 root / "grads", None)
             found[kind] = (root / "run", loss, load_full(root / "grads"))
         return found[kind]
@@ -110,10 +118,11 @@ CASES = [(kind, name) for name, (_, _, kinds) in LAYOUTS.items() for kind in kin
 
 
 @pytest.mark.parametrize("kind, layout", CASES, ids=[f"{k}-{n}" for k, n in CASES])
-def test_layout_matches_single_process(kind, layout, reference, load_full, cache_dir, tmp_path):
+def test_layout_matches_single_process(kind, layout, ranks, reference, load_full, cache_dir,
+                                       tmp_path):
     processes, overrides, _ = LAYOUTS[layout]
     checkpoint, ref_loss, ref_grads = reference(kind)
-    losses = run_ranks(_loss_and_gradients, processes, kind, overrides, cache_dir,
+    losses = ranks.run(_loss_and_gradients, processes, kind, overrides, cache_dir,
                        tmp_path / "run", tmp_path / "grads", checkpoint)
     assert all(loss == pytest.approx(ref_loss, rel=1e-6) for loss in losses), (losses, ref_loss)
     grads = load_full(tmp_path / "grads")
@@ -143,13 +152,13 @@ def _train(kind, overrides, cache_dir, run_dir):
 @pytest.mark.parametrize("kind, processes, overrides", [
     ("t5", 2, TP2), ("encoder", 2, PP2), ("t5", 2, PP2)],
     ids=["t5-tp2", "encoder-pp2", "t5-pp2"])
-def test_checkpoint_resumes_under_another_layout(kind, processes, overrides, cache_dir,
+def test_checkpoint_resumes_under_another_layout(kind, processes, overrides, ranks, cache_dir,
                                                  tmp_path):
     """Save at step 2 with the layout, resume at one process: step 3 matches."""
-    parallel_losses = run_ranks(_train, processes, kind, overrides, cache_dir,
+    parallel_losses = ranks.run(_train, processes, kind, overrides, cache_dir,
                                 tmp_path / "parallel")[0]
     _resume_from_step_2(tmp_path / "parallel", tmp_path / "single")
-    (single_losses,) = run_ranks(_train, 1, kind, [], cache_dir, tmp_path / "single")
+    (single_losses,) = ranks.run(_train, 1, kind, [], cache_dir, tmp_path / "single")
     assert sorted(single_losses) == [3]
     assert single_losses[3] == pytest.approx(parallel_losses[3], rel=1e-5)
 
@@ -165,15 +174,15 @@ UNFREEZE_AT_3 = [f"freeze.{group}.{key}" for group in ("embeddings", "encoder")
 
 
 @pytest.mark.parametrize("freeze", [False, True], ids=["all-trainable", "unfreeze-at-3"])
-def test_distributed_optimizer_resumes_exactly(freeze, cache_dir, tmp_path):
+def test_distributed_optimizer_resumes_exactly(freeze, ranks, cache_dir, tmp_path):
     """DP=2 with the distributed optimizer: the steps after resuming at step 2 equal the
     straight run's. Later steps show whether AdamW's state (step counter included) came back;
     with the unfreeze at step 3 both runs also carry the state across the optimizer rebuild."""
     overrides = ["parallel.use_distributed_optimizer=true", "train.steps=5",
                  *(UNFREEZE_AT_3 if freeze else [])]
-    straight = run_ranks(_train, 2, "t5", overrides, cache_dir, tmp_path / "straight")[0]
+    straight = ranks.run(_train, 2, "t5", overrides, cache_dir, tmp_path / "straight")[0]
     _resume_from_step_2(tmp_path / "straight", tmp_path / "resumed")
-    resumed = run_ranks(_train, 2, "t5", overrides, cache_dir, tmp_path / "resumed")[0]
+    resumed = ranks.run(_train, 2, "t5", overrides, cache_dir, tmp_path / "resumed")[0]
     assert sorted(resumed) == [3, 4, 5]
     assert [resumed[s] for s in (3, 4, 5)] == [straight[s] for s in (3, 4, 5)]
 
@@ -198,7 +207,7 @@ def _train_with_groups(overrides, cache_dir, run_dir):
         return losses, groups
 
 
-def test_distributed_optimizer_resumes_after_unfreeze_with_group_lrs(cache_dir, tmp_path):
+def test_distributed_optimizer_resumes_after_unfreeze_with_group_lrs(ranks, cache_dir, tmp_path):
     """DP=2, distributed optimizer, embeddings and encoder unfrozen at step 2 with their own
     warm-up and the encoder at half the LR: resumed at step 4, each group keeps its own LR
     settings (groups that differ only by freeze group must not take each other's), and the
@@ -208,14 +217,14 @@ def test_distributed_optimizer_resumes_after_unfreeze_with_group_lrs(cache_dir, 
                  *[f"freeze.{group}.{key}" for group in ("embeddings", "encoder")
                    for key in ("frozen=true", "unfreeze_at_step=2", "warmup_steps=3")],
                  "freeze.encoder.lr_mult=0.5"]
-    straight, straight_groups = run_ranks(_train_with_groups, 2, overrides, cache_dir,
+    straight, straight_groups = ranks.run(_train_with_groups, 2, overrides, cache_dir,
                                           tmp_path / "straight")[0]
     target = tmp_path / "resumed"
     (target / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "straight/checkpoints/step_0000004",
                     target / "checkpoints/step_0000004")
     (target / "checkpoints/latest").write_text("step_0000004\n")
-    resumed, resumed_groups = run_ranks(_train_with_groups, 2, overrides, cache_dir, target)[0]
+    resumed, resumed_groups = ranks.run(_train_with_groups, 2, overrides, cache_dir, target)[0]
     assert resumed_groups == straight_groups
     assert sorted(resumed) == [5, 6]
     assert [resumed[s] for s in (5, 6)] == [straight[s] for s in (5, 6)]
@@ -241,15 +250,15 @@ def _losses_with_rebuild(cache_dir, run_dir, rebuild_after):
     return losses
 
 
-def test_distributed_optimizer_rebuild_keeps_the_state(cache_dir, tmp_path):
+def test_distributed_optimizer_rebuild_keeps_the_state(ranks, cache_dir, tmp_path):
     """DP=2: each rank's slice of the Adam state survives the rebuild exactly."""
-    plain = run_ranks(_losses_with_rebuild, 2, cache_dir, tmp_path / "plain", None)[0]
-    rebuilt = run_ranks(_losses_with_rebuild, 2, cache_dir, tmp_path / "rebuilt", 2)[0]
+    plain = ranks.run(_losses_with_rebuild, 2, cache_dir, tmp_path / "plain", None)[0]
+    rebuilt = ranks.run(_losses_with_rebuild, 2, cache_dir, tmp_path / "rebuilt", 2)[0]
     assert rebuilt == plain
 
 
 @pytest.mark.parametrize("kind", ["t5", "encoder"])
-def test_pipeline_trains_like_one_stage_across_an_unfreeze(kind, reference, cache_dir,
+def test_pipeline_trains_like_one_stage_across_an_unfreeze(kind, ranks, reference, cache_dir,
                                                             tmp_path):
     """Embeddings and encoder frozen for two steps, then unfrozen (rebuilding DDP and
     optimizer on every stage): PP=2 takes the same steps as one process. For T5 the encoder
@@ -258,8 +267,8 @@ def test_pipeline_trains_like_one_stage_across_an_unfreeze(kind, reference, cach
     schedule = ["train.steps=4", *[f"freeze.{group}.{key}" for group in ("embeddings", "encoder")
                                    for key in ("frozen=true", "unfreeze_at_step=2")]]
     schedule.append(f"checkpoint.load={checkpoint}")
-    (single,) = run_ranks(_train, 1, kind, schedule, cache_dir, tmp_path / "one")
-    piped = run_ranks(_train, 2, kind, [*schedule, *PP2], cache_dir, tmp_path / "pp2")[0]
+    (single,) = ranks.run(_train, 1, kind, schedule, cache_dir, tmp_path / "one")
+    piped = ranks.run(_train, 2, kind, [*schedule, *PP2], cache_dir, tmp_path / "pp2")[0]
     assert sorted(piped) == [1, 2, 3, 4]
     for step in single:
         assert piped[step] == pytest.approx(single[step], rel=1e-5), step
@@ -283,8 +292,8 @@ def _warm_started_word_embeddings(encoder, cache_dir, run_dir):
     return copies
 
 
-def test_warm_start_under_pipeline_parallel_fills_the_tied_output_layer(recipe_root, cache_dir,
-                                                                        tmp_path):
+def test_warm_start_under_pipeline_parallel_fills_the_tied_output_layer(ranks, recipe_root,
+                                                                        cache_dir, tmp_path):
     """At PP=2 the last stage holds its own copy of the tied word embeddings (the output
     projection): the warm start must fill it with the MLM encoder's embeddings too, or the two
     copies differ for the whole run."""
@@ -292,7 +301,7 @@ def test_warm_start_under_pipeline_parallel_fills_the_tied_output_layer(recipe_r
 
     encoder = trained("encoder", recipe_root)
     expected = torch.load(encoder / "weights.pt")["embedding.word_embeddings.weight"]
-    first, last = run_ranks(_warm_started_word_embeddings, 2, encoder, cache_dir, tmp_path)
+    first, last = ranks.run(_warm_started_word_embeddings, 2, encoder, cache_dir, tmp_path)
     assert set(first) == {"embedding"} and set(last) == {"output_layer"}
     assert torch.equal(first["embedding"], expected)
     assert torch.equal(last["output_layer"], expected)
