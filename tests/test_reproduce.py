@@ -25,6 +25,7 @@ from megatron_seqpt.recipes.reproduce_grid import (
     SEQ2SEQ_ROWS,
     pretrain_configs,
 )
+from megatron_seqpt.recipes.reproduce_report import seq2seq_claim
 
 
 def test_flops_to_reach_interpolates_the_crossing():
@@ -65,6 +66,32 @@ def test_models_at_the_baseline_make_no_verdict():
     assert measurable(verdict, [warm, scratch], baseline=1.15) == "holds"
 
 
+def _seq2seq_scores(warm_chrf, scratch_chrf, warm_loss, scratch_loss, copy_chrf=85.2):
+    def entry(chrf, loss):
+        return {"seq2seq_full": {"metrics": {"chrf": list(chrf)}, "valid_loss": list(loss),
+                                 "baseline": {"name": "copy the source",
+                                              "metrics": {"chrf": copy_chrf}}}}
+    return {"t5_warm_unfreeze": entry(warm_chrf, warm_loss),
+            "t5_scratch": entry(scratch_chrf, scratch_loss)}
+
+
+def test_warm_start_claim_falls_back_to_the_task_loss_when_no_t5_generates_the_task():
+    """Both T5s below copying the source: chrF says nothing, their validation losses do."""
+    low_chrf = ((1.1, 1.3, 1.2), (0.9, 1.0, 0.8))
+    ahead = seq2seq_claim(_seq2seq_scores(*low_chrf, (4.40, 4.41, 4.42), (4.60, 4.61, 4.59)),
+                           "")
+    assert ahead["verdict"] == "holds" and ahead["judged_on"] == "valid_loss"
+    assert ahead["delta"] == pytest.approx(0.19)
+    behind = seq2seq_claim(_seq2seq_scores(*low_chrf, (4.80, 4.81, 4.79), (4.60, 4.61, 4.59)),
+                            "")
+    assert behind["verdict"] == "does not hold" and "validation loss" in behind["line"]
+    # Where a T5 beats the baseline, chrF decides and the losses are not consulted.
+    scored = _seq2seq_scores((60.0, 61.0, 59.0), (60.5, 59.5, 60.0), (4.80, 4.81, 4.79),
+                             (4.60, 4.61, 4.59), copy_chrf=50.0)
+    assert seq2seq_claim(scored, "")["judged_on"] == "chrf"
+    assert seq2seq_claim(scored, "")["verdict"] == "holds"
+
+
 @pytest.mark.slow
 def test_micro_reproduction_runs_every_row_and_continues(single_process, tmp_path, capsys):
     output = tmp_path / "repro"
@@ -78,7 +105,10 @@ def test_micro_reproduction_runs_every_row_and_continues(single_process, tmp_pat
                                "tagging_probe"}
     assert set(report["seq2seq_tasks"]) == {*SEQ2SEQ_ROWS, EQUAL_COMPUTE_ROW}
     assert set(report["verdicts"]) == {"extracted_encoder_underperforms",
+                                       "extracted_encoder_underperforms_frozen",
                                        "warm_start_matches_scratch", "compute_saving"}
+    for row in (*SEQ2SEQ_ROWS, EQUAL_COMPUTE_ROW):
+        assert len(report["seq2seq_tasks"][row]["seq2seq_full"]["valid_loss"]) == 1, row
     for row, scored in report["pretraining"].items():
         assert scored["flops"] > 0 and scored["steps"] > 0, row
     markdown = (output / "report.md").read_text()

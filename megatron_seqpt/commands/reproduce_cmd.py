@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default), base (BERT-base / T5-base sizes for a GPU cluster)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="fine-tuning seeds per task and row (mean and sd in the report)")
-    for kind, default in (("classification", "topic"), ("tagging", "punct"),
+    for kind, default in (("classification", "topic"), ("tagging", "pos_tr"),
                           ("seq2seq", "restore")):
         parser.add_argument(f"--{kind}-task", default=default, metavar="NAME|TASK.yaml",
                             help=f"the {kind} task: a built-in task or a task config file "

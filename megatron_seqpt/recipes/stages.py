@@ -136,11 +136,11 @@ def _finetune(stage: FinetuneStage, run_dir: Path, root: Path) -> str:
     return result.status
 
 
-# Effective FLOP/s of the grid's small-scale stages on 2 CPU cores, measured: 21-75 GFLOP/s
-# for pre-training, 33-46 for fine-tuning (length-grouped batches, counting the examples'
-# tokens, with start-up and scoring). Turns FLOP weights into a first estimate before any stage
-# has run.
-CPU_FLOPS_PER_S = 4e10
+# Effective FLOP/s of the default (small) grid's stages on 2 CPU cores, measured: 66 GFLOP/s
+# for pre-training, 30-56 for fine-tuning (length-grouped batches, counting the examples'
+# tokens, with start-up and scoring; seq2seq lowest, its generation uncounted), 52 over the
+# grid. Turns FLOP weights into a first estimate before any stage has run.
+CPU_FLOPS_PER_S = 5e10
 
 
 @dataclass
