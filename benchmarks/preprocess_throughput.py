@@ -9,6 +9,8 @@ reshuffled for each repetition), trains a tokenizer on the default corpus, and m
 - ``preprocess`` tokens/s with each worker count, per document and with sentence splitting, and
   its ratio to (workers x ceiling); sentence splitting also without its fixed cost of learning
   Punkt per language ("steady");
+- the cores a run kept busy (CPU seconds of the process tree over wall seconds): in sentence
+  mode a worker encodes one batch of sentences in a second thread while it splits the next;
 - the peak memory (PSS, summed over the process tree) on both corpus sizes: it should not grow.
 Each setting runs --repeat times and the fastest run counts.
 Each preprocess run is a child process, so its memory is its own.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -94,10 +97,17 @@ def measured_run(corpus: Path, model: Path, output: Path, workers: int, split: b
 
 
 def child(corpus: str, model: str, output: str, workers: str, split: str) -> None:
+    def cpu_seconds() -> float:
+        # This process and its waited-for children (the workers, joined when the run ends).
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    before = cpu_seconds()
     summary = preprocess([corpus], output, model, workers=int(workers),
                          split_sentences=bool(int(split)), progress=False)
     print(json.dumps({"tokens": sum(d.tokens for d in summary.datasets),
-                      "seconds": summary.seconds, "punkt_seconds": summary.punkt_seconds}))
+                      "seconds": summary.seconds, "punkt_seconds": summary.punkt_seconds,
+                      "cpu_seconds": cpu_seconds() - before}))
 
 
 def main() -> None:
@@ -119,7 +129,7 @@ def main() -> None:
         print(f"corpus {corpus.stat().st_size / 1e6:.1f} MB; ratios are tokens/s per worker over "
               "sentencepiece's own encode rate (1 thread), the ceiling")
         print(f"{'mode':<9} {'workers':>7} {'ceiling':>11} {'tokens/s':>11} {'per worker':>11} "
-              f"{'steady/worker':>14} {'peak PSS MB':>12}")
+              f"{'steady/worker':>14} {'cores busy':>11} {'peak PSS MB':>12}")
         runs = {}
         for split in (False, True):
             for workers in args.workers:
@@ -131,7 +141,8 @@ def main() -> None:
                 steady = r["tokens"] / (r["seconds"] - r["punkt_seconds"])
                 print(f"{'sentence' if split else 'document':<9} {workers:>7} {rate:>11,.0f} "
                       f"{speed:>11,.0f} {speed / workers / rate:>11.2f} "
-                      f"{steady / workers / rate:>14.2f} {r['peak_mb']:>12.0f}")
+                      f"{steady / workers / rate:>14.2f} {r['cpu_seconds'] / r['seconds']:>11.2f} "
+                      f"{r['peak_mb']:>12.0f}")
         workers = max(args.workers)
         big = make_corpus(root / "big.jsonl", args.memory_mb, seed=1)
         bigger = measured_run(big, model, root / "out" / "y", workers, True)

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -50,6 +51,10 @@ from megatron_seqpt.tokenizer.sentencepiece_tokenizer import load_processor
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
 
 DEFAULT_CHUNK_BYTES = 1 << 20
+# With sentence splitting, characters of text per batch of sentences handed to sentencepiece:
+# small enough that a chunk makes several (they overlap with splitting), large enough that a
+# batch call's fixed cost does not count.
+OVERLAP_CHARS = 64_000
 
 
 def dataset_prefix(output_prefix: str | Path, lang: str, key: str, split_sentences: bool) -> str:
@@ -159,16 +164,12 @@ class _ChunkEncoder:
         self.dtype = settings.dtype
 
     def __call__(self, payload: list[tuple[str, tuple[str, ...]]]) -> _Encoded:
-        texts: list[str] = []
-        per_document: list[int] = []
         cut_before = self._cut_paragraphs()
-        for lang, record_texts in payload:
-            for text in record_texts:
-                pieces = self.splitters[lang].split(text) if self.splitters else [text]
-                texts.extend(pieces)
-                per_document.append(len(pieces))
-        # One batch call for the chunk; numpy output keeps per-token work out of Python.
-        ids = self.sp.encode(texts, num_threads=1, out_type="numpy")
+        if self.splitters:
+            per_document, ids = self._split_and_encode(payload)
+        else:
+            texts = [text for _, record_texts in payload for text in record_texts]
+            per_document, ids = [1] * len(texts), self._encode(texts)
         items, start = [], 0
         for count in per_document:
             # Items that normalise to nothing (e.g. only zero-width characters) are dropped.
@@ -182,6 +183,31 @@ class _ChunkEncoder:
         tokens = np.concatenate(flat).astype(self.dtype) if flat else np.empty(0, self.dtype)
         return _Encoded(tokens, lengths, [len(document) for document in items],
                         self._cut_paragraphs() - cut_before)
+
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        # One batch call; numpy output keeps per-token work out of Python.
+        return self.sp.encode(texts, num_threads=1, out_type="numpy") if texts else []
+
+    def _split_and_encode(self, payload: list[tuple[str, tuple[str, ...]]]
+                          ) -> tuple[list[int], list[np.ndarray]]:
+        """(sentences per document, their ids). Sentences go to sentencepiece in batches of
+        about OVERLAP_CHARS, each encoded in a second thread while this one splits the next:
+        sentencepiece releases the GIL while it encodes, so the two overlap."""
+        per_document: list[int] = []
+        pending, batch, size = [], [], 0
+        with ThreadPoolExecutor(1, thread_name_prefix="encode") as encoding:
+            for lang, record_texts in payload:
+                splitter = self.splitters[lang]
+                for text in record_texts:
+                    sentences = splitter.split(text)
+                    batch.extend(sentences)
+                    per_document.append(len(sentences))
+                    size += len(text)
+                    if size >= OVERLAP_CHARS:
+                        pending.append(encoding.submit(self._encode, batch))
+                        batch, size = [], 0
+            pending.append(encoding.submit(self._encode, batch))
+            return per_document, [ids for done in pending for ids in done.result()]
 
     def _cut_paragraphs(self) -> int:
         return sum(s.cut_paragraphs for s in self.splitters.values()) if self.splitters else 0
