@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        from megatron_seqpt.runtime.child_processes import stop_spawned_children
+
+        stop_spawned_children()
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except OSError as err:

@@ -2,6 +2,8 @@
 the layout checks, and the CPU shims (device redirection, per-rank RNG streams)."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -196,3 +198,30 @@ def test_a_child_the_run_forked_dies_with_it():
             os.kill(child, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_an_interrupted_command_ends_its_helper_processes_before_it_returns(tmp_path):
+    """A second Ctrl-C can land while megatron-core's checkpoint results manager (a spawned
+    child) is still starting; if the command leaves it to die with the process, it finds the
+    pipe closed first and prints a traceback. The command kills its helpers before returning."""
+    (tmp_path / "interrupted_cmd.py").write_text(
+        "import multiprocessing, time\n"
+        "def add_arguments(parser):\n"
+        "    pass\n"
+        "def run(args):\n"
+        "    multiprocessing.get_context('spawn').Process(target=time.sleep, args=(600,)).start()\n"
+        "    raise KeyboardInterrupt\n")
+    (tmp_path / "main.py").write_text(
+        "import multiprocessing, sys\n"
+        "from megatron_seqpt import cli\n"
+        "cli.COMMANDS['interrupted'] = ('interrupted_cmd', 'starts a helper, is interrupted')\n"
+        "if __name__ == '__main__':\n"
+        "    code = cli.main(['interrupted'])\n"
+        "    print('helpers left:', len(multiprocessing.active_children()), flush=True)\n"
+        "    sys.exit(code)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    done = subprocess.run([sys.executable, str(tmp_path / "main.py")], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert "helpers left: 0" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

@@ -12,6 +12,11 @@ runs no hook, but it imports the parent's main module, and with it this package,
 starts work: the package's import asks (``die_with_spawning_parent``). The kernel ties the
 request to the thread that started the child; megatron-core starts these from the main thread.
 Other children started with exec (subprocess, forkserver) are not affected.
+
+The kernel signals such a child only after the parent's files are closed: a child that writes
+to the parent in that moment (a manager still sending its address) gets a broken pipe and
+prints a traceback. An interrupted command therefore ends its multiprocessing children itself,
+before it exits (``stop_spawned_children``).
 """
 
 from __future__ import annotations
@@ -56,3 +61,23 @@ def die_with_spawning_parent() -> None:
     """In a child started by multiprocessing's spawn: be killed when the parent ends."""
     if sys.platform.startswith("linux") and _SPAWNED_CHILD_FLAG in sys.orig_argv:
         _die_with(os.getppid())
+
+
+def stop_spawned_children(timeout: float = 10.0) -> None:
+    """Kill this process's children started by multiprocessing's spawn method (in a run,
+    megatron-core's checkpoint results manager), at once: the command is being aborted. Found
+    through the OS rather than multiprocessing, which has not yet registered a child whose
+    start the abort interrupted; one still starting would otherwise read its set-up from a
+    closed pipe, or write its address to one, and print a traceback before it dies."""
+    import multiprocessing
+
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            if _SPAWNED_CHILD_FLAG in child.cmdline():
+                child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    for child in multiprocessing.active_children():  # reaps those multiprocessing knows
+        child.join(timeout)

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from megatron_seqpt.runtime.child_processes import stop_spawned_children
 from megatron_seqpt.runtime.log import log
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
@@ -39,7 +40,10 @@ class PreemptionHandler:
 
     def _record(self, signum: int, frame: Optional[FrameType]) -> None:
         if signum == signal.SIGINT and self.received is not None:
-            raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the checkpoint
+            # The second Ctrl-C: do not wait for the checkpoint. Its writer's helper may be
+            # starting right now; ended here, before unwinding closes the pipes it reads.
+            stop_spawned_children()
+            raise KeyboardInterrupt
         if self.received is None:
             self.received = signal.Signals(signum).name
             if signum == signal.SIGINT:
