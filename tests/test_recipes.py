@@ -158,4 +158,6 @@ def test_demo_runs_every_stage_and_reports(single_process, tmp_path):
     assert on_disk["downstream"]["encoder"]["task"] == "topic"
     assert "accuracy" in on_disk["downstream"]["encoder"]["metrics"]
     assert on_disk["downstream"]["t5_warm"]["baseline"]["name"] == "copy the source"
+    for stage in ("encoder", "t5_warm", "t5_scratch"):
+        assert 0 < on_disk["downstream"][stage]["valid_loss"] < 20, stage
     assert "pair_saving_to_target" in on_disk["compute_to_target"]

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from megatron_seqpt.config import RunConfig, load_run_config
 from megatron_seqpt.data.prepare import prepare
 from megatron_seqpt.recipes import accounting
+from megatron_seqpt.recipes.curves import valid_curve
 from megatron_seqpt.recipes.report import StageResult, write_report
 from megatron_seqpt.recipes.stages import FinetuneStage, PretrainStage, run_stages
 from megatron_seqpt.runtime import launch_env
@@ -109,6 +110,9 @@ def run_demo(output: Path, settings: DemoSettings) -> dict:
     for stage in stages[len(PRETRAINING):]:
         scored = json.loads((output / stage.name / "eval.json").read_text())
         downstream[stage.init] = {"task": stage.task, "metrics": scored["metrics"],
-                                  "baseline": scored["baseline"]}
+                                  "baseline": scored["baseline"],
+                                  # Teacher-forced, on the validation split: it separates
+                                  # models that do not yet generate the task.
+                                  "valid_loss": valid_curve(output / stage.name)[-1][2]}
     return write_report(output, results, downstream, data_seconds,
                         time.perf_counter() - started, configs)

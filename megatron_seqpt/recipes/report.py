@@ -150,11 +150,15 @@ def _markdown(report: dict, results: list[StageResult], configs: dict[str, RunCo
         for name, value in scored["metrics"].items():
             lines.append(f"| {LABELS[stage]} | {scored['task']} | {name} | {value:.3f} | "
                          f"{scored['baseline']['metrics'][name]:.3f} |")
+        lines.append(f"| {LABELS[stage]} | {scored['task']} | validation loss (lower is "
+                     f"better) | {scored['valid_loss']:.3f} | - |")
     names = sorted({s["baseline"]["name"] for s in report["downstream"].values()})
     lines += [
         "",
         f"Baselines: {'; '.join(names)}. Test splits of the built-in tasks; seqpt evaluate "
-        "wrote each fine-tuned run's eval.json.",
+        "wrote each fine-tuned run's eval.json. The validation loss is the fine-tuning run's at "
+        "its end (for seq2seq, teacher-forced per target piece): it tells apart models that do "
+        "not yet generate the task.",
         "",
         "![validation loss against FLOPs](loss_curves.png)",
         "",
