@@ -246,3 +246,9 @@ def test_bad_task_data_stops_before_anything_is_written(encoder_run, single_proc
     error = capsys.readouterr().err
     assert f"{bad}:2:" in error and "label" in error and "Traceback" not in error
     assert not run_dir.exists()
+
+
+def test_evaluating_a_pretraining_run_says_to_fine_tune_it_first(encoder_run, capsys):
+    assert cli.main(["evaluate", "--run", str(encoder_run)]) == 2
+    assert "is a pre-training run; fine-tune it first" in capsys.readouterr().err
+    assert not (encoder_run / "eval.json").exists()

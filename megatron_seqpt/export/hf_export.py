@@ -15,31 +15,25 @@ import dataclasses
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from megatron_seqpt.config import RunConfig
-from megatron_seqpt.config.schema import ParallelConfig
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.export import hf_config, hf_layout
 from megatron_seqpt.export.hf_tokenizer import hf_tokenizer
 from megatron_seqpt.export.model_card import model_card
 from megatron_seqpt.export.parity import max_logit_difference
-from megatron_seqpt.models.builder import build_model
-from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.files import check_new_output, staged_output
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.tasks.config import FinetuneConfig
 from megatron_seqpt.tasks.pretrained import find_pretrained
+from megatron_seqpt.tasks.run_model import LoadedRun, load_run
 from megatron_seqpt.tasks.task_data import task_kind
-from megatron_seqpt.tasks.workload import FinetuneWorkload
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
-from megatron_seqpt.training import checkpoint as ckpt
-from megatron_seqpt.training import run_state
 
 SENTENCEPIECE_FILE = "sentencepiece.model"
 EXPORT_RECORD = "seqpt_export.json"
@@ -103,38 +97,13 @@ def hf_model_config(architecture: str, config: RunConfig, vocab_size: int,
     return hf_config.megatron_bert_config(config.model, vocab_size, architecture, labels)
 
 
-@dataclass
-class LoadedRun:
-    """A run's model in this process, with what describes it."""
-
-    model: torch.nn.Module
-    config: RunConfig
-    meta: dict
-    checkpoint: Path
-    tokenizer: SentencePieceTokenizer
-
-
 def load_run_model(run: Path, step: Optional[int]) -> LoadedRun:
-    """The run's checkpoint in its model, built in one process with megatron-core's local
-    layers (their parameter names are the ones mapped; any layout's checkpoint loads)."""
+    """The run's model as the export maps it: megatron-core's local layers (their parameter
+    names are the ones mapped; any layout's checkpoint loads), in the checkpoint's precision,
+    outside its precision wrapper. The caller ends the process group."""
     found = find_pretrained(run, step)
-    config = dataclasses.replace(found.config, parallel=ParallelConfig())
-    meta = found.meta
-    vocab = meta["model"]["vocab_size"]
-    precision = meta.get("precision", "fp32")
-    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
-    impl = choose_impl("local", config.model.local_attention, ctx.backend)
-    if isinstance(config, FinetuneConfig):
-        modules = FinetuneWorkload(config).build_modules(ctx, vocab, precision, impl)
-    else:
-        modules = [build_model(config.model, config.parallel, vocab, precision, impl,
-                               ctx.backend)]
-    loaded = ckpt.load(found.checkpoint, {"model": run_state.model_state(modules)})
-    modules[0].load_state_dict(loaded["model"], strict=True)
-    model = getattr(modules[0], "module", modules[0])  # out of Float16Module
-    model.eval()
-    return LoadedRun(model, config, meta, found.checkpoint,
-                     SentencePieceTokenizer(found.tokenizer_model))
+    loaded = load_run(found, "local", found.meta.get("precision", "fp32"))
+    return dataclasses.replace(loaded, model=getattr(loaded.model, "module", loaded.model))
 
 
 def _project_state(model: torch.nn.Module, mapping: hf_layout.WeightMap) -> dict:

@@ -7,15 +7,12 @@ Predictions are made in one process from the run's checkpoint (written under any
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from megatron_seqpt.config.schema import ParallelConfig
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.tasks import metrics as task_metrics
@@ -26,14 +23,10 @@ from megatron_seqpt.tasks.examples import (
     Example,
     TaggingExample,
 )
-from megatron_seqpt.tasks.pretrained import checkpoint_at, run_config
+from megatron_seqpt.tasks.pretrained import find_pretrained
+from megatron_seqpt.tasks.run_model import load_run
 from megatron_seqpt.tasks.task_data import load_splits, read_split, task_files
 from megatron_seqpt.tasks.workload import FinetuneWorkload
-from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
-from megatron_seqpt.training import checkpoint as ckpt
-from megatron_seqpt.training import run_state
-from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
-from megatron_seqpt.training.loop import resolve_precision
 
 EVAL_FILE = "eval.json"
 
@@ -119,44 +112,30 @@ def _examples_to_score(config: FinetuneConfig, test_file: Optional[str]
     return "valid", splits.sources["valid"], splits.valid, splits.train
 
 
-def _tokenizer(run_dir: Path, config: FinetuneConfig) -> SentencePieceTokenizer:
-    own = run_dir / TOKENIZER_FILE
-    return SentencePieceTokenizer(own if own.is_file() else config.data.tokenizer_model)
-
-
 def evaluate_run(run_dir: str | Path, *, test_file: Optional[str] = None,
                  step: Optional[int] = None) -> dict:
     """Score the run's checkpoint (latest, or ``step``); writes RUN/eval.json."""
     run_dir = Path(run_dir)
-    checkpoint = checkpoint_at(run_dir, step)
-    config = run_config(checkpoint)
-    if not isinstance(config, FinetuneConfig):
+    found = find_pretrained(run_dir, step)
+    if not isinstance(found.config, FinetuneConfig):
         raise UserError(f"{run_dir} is a pre-training run; fine-tune it first (seqpt finetune "
                         f"--init {run_dir} ...) and evaluate the fine-tuned run")
-    meta = ckpt.content_metadata(checkpoint)
-    config = dataclasses.replace(config, parallel=ParallelConfig())
-    split, source, examples, train = _examples_to_score(config, test_file)
-    ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
+    split, source, examples, train = _examples_to_score(found.config, test_file)
     try:
-        workload = FinetuneWorkload(config)
-        tokenizer = _tokenizer(run_dir, config)
-        impl = choose_impl(config.model.transformer_impl, config.model.local_attention,
-                           ctx.backend)
-        precision = resolve_precision(config.train.precision, ctx.backend.bf16)
-        modules = workload.build_modules(ctx, meta["model"]["vocab_size"], precision, impl)
-        loaded = ckpt.load(checkpoint, {"model": run_state.model_state(modules)})
-        model = modules[0]
-        model.load_state_dict(loaded["model"], strict=True)
-        model.eval()
-        features, encoding = workload.feature_encoder(tokenizer).encode_all(examples, split)
+        loaded = load_run(found)
+        workload = FinetuneWorkload(loaded.config)
+        features, encoding = workload.feature_encoder(loaded.tokenizer).encode_all(examples,
+                                                                                  split)
         log(encoding.describe(split))
-        predictions = _predict(workload, model, features, tokenizer, train, ctx.backend.device)
+        predictions = _predict(workload, loaded.model, features, loaded.tokenizer, train,
+                               loaded.device)
     finally:
         distributed.shutdown()
-    result = {"run": str(run_dir), "checkpoint": str(checkpoint), "step": meta["step"],
-              "task": workload.kind, "split": split, "data": source,
+    result = {"run": str(run_dir), "checkpoint": str(found.checkpoint),
+              "step": found.meta["step"], "task": workload.kind, "split": split,
+              "data": source,
               **report(workload.kind, examples, predictions, train, workload.labels,
-                       config.task.eval_examples)}
+                       loaded.config.task.eval_examples)}
     tmp = run_dir / (EVAL_FILE + ".tmp")
     tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(run_dir / EVAL_FILE)
