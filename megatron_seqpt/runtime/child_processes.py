@@ -73,11 +73,14 @@ def stop_spawned_children(timeout: float = 10.0) -> None:
 
     import psutil
 
+    killed = set()
     for child in psutil.Process().children():
         try:
             if _SPAWNED_CHILD_FLAG in child.cmdline():
                 child.kill()
+                killed.add(child.pid)
         except psutil.NoSuchProcess:
             pass
     for child in multiprocessing.active_children():  # reaps those multiprocessing knows
-        child.join(timeout)
+        if child.pid in killed:
+            child.join(timeout)
