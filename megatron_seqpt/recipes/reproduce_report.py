@@ -11,6 +11,7 @@ from typing import Optional
 from megatron_seqpt.recipes import findings
 from megatron_seqpt.recipes.curves import flops_to_reach, pair_saving, valid_curve
 from megatron_seqpt.recipes.findings import Scores
+from megatron_seqpt.recipes.report import less_or_more
 from megatron_seqpt.recipes.reproduce_grid import (
     ENCODER_ROWS,
     ENCODER_TASKS,
@@ -184,19 +185,15 @@ def _verdicts(scores: dict, compute: dict, seeds: int) -> dict:
     else:
         verdict = "holds" if measured > 0 else "does not hold"
         line = (f"the pair with the warm-started T5 (unfrozen at {UNFREEZE_FRACTION:.0%}) cost "
-                f"{_more_or_less(measured)} compute to reach the from-scratch T5's final "
+                f"{less_or_more(measured)} compute to reach the from-scratch T5's final "
                 f"validation loss (paper: about {PAPER_SAVING:.0%} less)")
-    others = [f"{row} {_more_or_less(w['pair_saving_to_target'])}"
+    others = [f"{row} {less_or_more(w['pair_saving_to_target'])}"
               if w["pair_saving_to_target"] is not None else f"{row} never"
               for row, w in compute["warm"].items() if row != "t5_warm_unfreeze"]
     verdicts["compute_saving"] = {"verdict": verdict, "measured": measured,
                                   "line": f"{line}: {verdict} (the other warm starts: "
                                           f"{', '.join(others)})"}
     return verdicts
-
-
-def _more_or_less(saving: float) -> str:
-    return f"{saving:.1%} less" if saving >= 0 else f"{-saving:.1%} more"
 
 
 def write_report(root: Path, scale_name: str, scale: Scale, seeds: int, timings: dict,
