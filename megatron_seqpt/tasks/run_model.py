@@ -13,7 +13,7 @@ import torch
 from megatron_seqpt.config import RunConfig
 from megatron_seqpt.config.schema import ParallelConfig
 from megatron_seqpt.models.builder import build_model
-from megatron_seqpt.models.specs import LayerImpl, choose_impl
+from megatron_seqpt.models.specs import choose_impl
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.tasks.config import FinetuneConfig
 from megatron_seqpt.tasks.pretrained import PretrainedRun
@@ -34,7 +34,6 @@ class LoadedRun:
     meta: dict
     checkpoint: Path
     tokenizer: SentencePieceTokenizer
-    impl: LayerImpl
     device: torch.device
 
 
@@ -59,4 +58,4 @@ def load_run(found: PretrainedRun, transformer_impl: Optional[str] = None,
     modules[0].load_state_dict(loaded["model"], strict=True)
     modules[0].eval()
     return LoadedRun(modules[0], config, found.meta, found.checkpoint,
-                     SentencePieceTokenizer(found.tokenizer_model), impl, ctx.backend.device)
+                     SentencePieceTokenizer(found.tokenizer_model), ctx.backend.device)
