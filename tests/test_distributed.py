@@ -167,10 +167,7 @@ def test_bad_layout_fails_before_any_process_group(single_process):
 def test_a_child_the_run_forked_dies_with_it():
     """megatron-core's checkpoint writers are forked; one that outlived a kill -9 of the run
     hung for good. Forked children of a run are killed when it ends."""
-    import os
     import signal
-    import subprocess
-    import sys
     import time
 
     holder = subprocess.Popen(
