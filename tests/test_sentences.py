@@ -1,13 +1,17 @@
 """Sentence splitting per language on the default corpus: lossless, Punkt learned from the text
 itself, punctuation rules for Japanese, danda and Arabic marks, paragraph breaks."""
 
+import json
 import re
 
 import pytest
-from nltk.tokenize.punkt import PunktParameters
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.tasks.builtin import builtin_task
 from megatron_seqpt.text.sentences import (
+    CachedPunkt,
+    MultilingualLanguageVars,
     SentenceSplitter,
     learn_punkt,
     learn_splitters,
@@ -119,6 +123,47 @@ def test_punkt_parameters_load_from_a_punkt_tab_directory(tmp_path):
     assert learned["en"].abbrev_types == params.abbrev_types and learned["ja"] is None
     with pytest.raises(UserError, match="does not exist"):
         load_punkt_dir(tmp_path / "missing", "en")
+
+
+# Candidate sentence ends through every branch of Punkt's decision: abbreviations (learned and
+# not), initials, numbers, ellipses, quotes and brackets after the mark, lower-case and
+# upper-case continuations; each context appears twice, so the second is a remembered decision.
+EDGE_CASES = ("Dr. Smith met J. S. Bach in 1999. The meeting... It went well! \"Really?\" she "
+              "asked. (Yes.) ok. no. Art. 5 applies, see Art. 6. e.g. this one. U.S. officials "
+              "said so. 3.14. Pi is round. It ended at 5 p.m. Then we left.. Or not. ") * 2
+
+
+def builtin_texts(lang):
+    """The language's text in the default corpus and in the built-in tasks."""
+    texts = list(texts_of(lang))
+    for task, field in (("topic", "text_pair"), ("restore", "target")):
+        with open(builtin_task(task).train, encoding="utf-8") as lines:
+            texts += [row[field] for row in map(json.loads, lines) if row["lang"] == lang]
+    return texts + [EDGE_CASES]
+
+
+@pytest.mark.parametrize("lang", [lang for lang in LANGS if uses_punkt(lang)])
+def test_cached_punkt_splits_as_nltk_does(lang):
+    surveys = survey_languages((r["lang"], r["text"]) for r in records())
+    params = learn_punkt("\n".join(surveys[lang].sample) + "\n" + EDGE_CASES)
+    cached = CachedPunkt(params, MultilingualLanguageVars())
+    plain = PunktSentenceTokenizer(params, lang_vars=MultilingualLanguageVars())
+    paragraphs = [p for text in builtin_texts(lang) for p in text.split("\n") if p.strip()]
+    assert [list(cached.span_tokenize(p)) for p in paragraphs] == [
+        list(plain.span_tokenize(p)) for p in paragraphs]
+    assert cached.text_contains_sentbreak.cache_info().hits > 0
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "hi", "ar"])
+def test_punkt_learns_the_parameters_nltk_learns(lang):
+    text = "\n".join(builtin_texts(lang))
+    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars())
+    trainer.train(text, finalize=True)
+    expected, learned = trainer.get_params(), learn_punkt(text)
+    assert (learned.abbrev_types, learned.collocations, learned.sent_starters,
+            dict(learned.ortho_context)) == (
+        expected.abbrev_types, expected.collocations, expected.sent_starters,
+        dict(expected.ortho_context))
 
 
 def test_survey_keeps_a_bounded_sample():

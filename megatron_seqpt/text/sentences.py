@@ -8,6 +8,8 @@ and the Arabic, Urdu, Armenian and Ethiopic marks. Scripts that write no space b
 sentences (Japanese, Chinese, Thai, ...) do not suit Punkt; they split after their sentence
 punctuation (。！？), except inside brackets and quotes (「...。」と言った。 is one sentence).
 A line break always ends a sentence (paragraphs are separated by "\\n").
+Punkt here is nltk's, with what it derives from a word and its decision at a candidate end
+computed once each (``CachedToken``, ``CachedPunkt``): the same sentences and parameters.
 
 Splitting is lossless: sentences are non-overlapping slices of the text, in order, and only
 whitespace lies between them, so the text is its sentences joined by the whitespace they left.
@@ -15,6 +17,7 @@ whitespace lies between them, so the text is its sentences joined by the whitesp
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from nltk.tokenize.punkt import (
     PunktLanguageVars,
     PunktParameters,
     PunktSentenceTokenizer,
+    PunktToken,
     PunktTrainer,
     load_punkt_params,
 )
@@ -59,6 +63,67 @@ class MultilingualLanguageVars(PunktLanguageVars):
     sent_end_chars = (".", "?", "!", "।", "॥", "؟", "۔", "։", "።", "፧")
 
 
+# Punkt decisions remembered per language (a context is a few words: ~1 MB at most), and word
+# types per process.
+DECISION_CACHE_SIZE = 8192
+WORD_CACHE_SIZE = 1 << 15
+
+
+@functools.lru_cache(WORD_CACHE_SIZE)
+def _word_type(tok: str) -> str:
+    # nltk's own method (it reads only the class's number pattern), so the type stays nltk's.
+    return PunktToken._get_type(PunktToken, tok)
+
+
+@functools.lru_cache(WORD_CACHE_SIZE)
+def _is_ellipsis(tok: str) -> bool:
+    return bool(PunktToken._RE_ELLIPSIS.match(tok))
+
+
+@functools.lru_cache(WORD_CACHE_SIZE)
+def _is_initial(tok: str) -> bool:
+    return bool(PunktToken._RE_INITIAL.match(tok))
+
+
+class CachedToken(PunktToken):
+    """nltk's Punkt token whose regex-derived facts (the type, whether an ellipsis or an
+    initial), functions of the word alone, are computed once per word: nltk runs each of its
+    regexes through a guard that costs more than the match."""
+
+    __slots__ = ()
+
+    def __init__(self, tok: str, **params):
+        self.tok = tok
+        self.type = _word_type(tok)
+        self.period_final = tok.endswith(".")
+        self.parastart = self.linestart = self.sentbreak = self.abbr = self.ellipsis = None
+        for name, value in params.items():
+            setattr(self, name, value)
+
+    @property
+    def is_ellipsis(self) -> bool:
+        return _is_ellipsis(self.tok)
+
+    @property
+    def is_initial(self) -> bool:
+        return _is_initial(self.tok)
+
+
+class CachedPunkt(PunktSentenceTokenizer):
+    """nltk's Punkt tokenizer, deciding each candidate sentence end once per context.
+
+    Punkt's decision at a candidate (a sentence-final mark and some whitespace) is a function
+    of its context alone: the word before, the mark, and the word after, under fixed
+    parameters (``text_contains_sentbreak``). Deciding one costs more than the rest of the
+    split, and in text frequent contexts ("it. The") recur: each decision is kept, up to
+    DECISION_CACHE_SIZE contexts. Output is nltk's (tests compare the two)."""
+
+    def __init__(self, params: PunktParameters, lang_vars: PunktLanguageVars):
+        super().__init__(params, lang_vars=lang_vars, token_cls=CachedToken)
+        self.text_contains_sentbreak = functools.lru_cache(DECISION_CACHE_SIZE)(
+            super().text_contains_sentbreak)
+
+
 # Punkt breaks only after a sentence-final mark that some whitespace follows (after closing
 # punctuation, maybe): a paragraph without one is one sentence, and Punkt need not look at it.
 # Longer paragraphs are cut into windows before Punkt: nltk runs its regexes under a wall-clock
@@ -83,7 +148,7 @@ def uses_punkt(lang: str) -> bool:
 
 def learn_punkt(text: str) -> PunktParameters:
     """Punkt parameters learned from a sample of one language's text (unsupervised)."""
-    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars())
+    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars(), token_cls=CachedToken)
     trainer.train(text, finalize=True)
     return trainer.get_params()
 
@@ -122,8 +187,7 @@ class SentenceSplitter:
         self.cut_paragraphs = 0
         self._punkt = None
         if uses_punkt(lang):
-            self._punkt = PunktSentenceTokenizer(params or PunktParameters(),
-                                                 lang_vars=MultilingualLanguageVars())
+            self._punkt = CachedPunkt(params or PunktParameters(), MultilingualLanguageVars())
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         """(start, end) of each sentence: stripped, non-empty, in order."""
