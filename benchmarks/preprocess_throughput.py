@@ -9,8 +9,9 @@ reshuffled for each repetition), trains a tokenizer on the default corpus, and m
 - ``preprocess`` tokens/s with each worker count, per document and with sentence splitting, and
   its ratio to (workers x ceiling); sentence splitting also without its fixed cost of learning
   Punkt per language ("steady");
-- the cores a run kept busy (CPU seconds of the process tree over wall seconds): in sentence
-  mode a worker encodes one batch of sentences in a second thread while it splits the next;
+- the cores a run kept busy (CPU seconds of the process tree over wall seconds): a worker
+  encodes in a second thread while it splits (and, the one worker being this process, while it
+  reads the next chunk and writes the last);
 - the peak memory (PSS, summed over the process tree) on both corpus sizes: it should not grow.
 Each setting runs --repeat times and the fastest run counts.
 Each preprocess run is a child process, so its memory is its own.

@@ -2,14 +2,17 @@
 counts and tokens match the input, any worker count writes the same bytes, bad input is named
 by file and line (or counted), and a failed or interrupted run leaves no output behind."""
 
+import gc
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -21,7 +24,13 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_seqpt.config.schema import DataConfig
 from megatron_seqpt.data.prepare import prepare
-from megatron_seqpt.data.preprocess import dataset_prefix, preprocess
+from megatron_seqpt.data.preprocess import (
+    _ChunkEncoder,
+    _EncoderSettings,
+    _Submitted,
+    dataset_prefix,
+    preprocess,
+)
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import CorpusError
 from megatron_seqpt.text.sentences import (
@@ -90,8 +99,12 @@ def test_sentence_datasets_hold_each_record_as_a_document_of_its_sentences(sp, s
 
 
 def test_document_datasets_and_eod(sp, tmp_path):
+    interpreter = sys.getswitchinterval(), gc.get_threshold()
     summary = preprocess([CORPUS], tmp_path / "doc", tokenizer_model(), append_eod=True,
                          progress=False)
+    # Encoding here tunes the thread switch interval and the garbage collector; the caller's
+    # settings come back.
+    assert (sys.getswitchinterval(), gc.get_threshold()) == interpreter
     for lang in LANGS:
         prefix = dataset_prefix(tmp_path / "doc", lang, "text", split_sentences=False)
         docs = documents(prefix)
@@ -99,6 +112,37 @@ def test_document_datasets_and_eod(sp, tmp_path):
                                                    sp.encode(texts_of(lang))]
         assert all(len(doc) == 1 for doc in docs)
     assert sum(d.documents for d in summary.datasets) == len(records())
+
+
+@pytest.mark.parametrize("append_eod", [False, True])
+def test_a_chunk_drops_items_encoded_to_nothing_and_ends_documents_with_eod(append_eod):
+    """Items that encode to no tokens (text the tokenizer normalises away: not in the built-in
+    corpus) are dropped, and </s> goes to a document's last kept item."""
+    rng = random.Random(0)
+    encoder = _ChunkEncoder(_EncoderSettings(str(tokenizer_model()), None, append_eod,
+                                             np.uint16))
+    try:
+        for _ in range(300):
+            per_document = [rng.choice([0, 1, 2, 3]) for _ in range(rng.randint(0, 6))]
+            ids = [[rng.randint(5, 900) for _ in range(rng.choice([0, 0, 1, 3]))]
+                   for _ in range(sum(per_document))]
+            done = Future()
+            done.set_result(ids)
+            encoded = encoder.collect(_Submitted(per_document, [done], 0))
+            documents, start = [], 0
+            for count in per_document:
+                kept = [item for item in ids[start:start + count] if item]
+                if kept and append_eod:
+                    kept[-1] = kept[-1] + [EOS_ID]
+                documents.append(kept)
+                start += count
+            items = [item for document in documents for item in document]
+            assert encoded.items == [len(document) for document in documents]
+            assert encoded.lengths.tolist() == [len(item) for item in items]
+            assert encoded.tokens.dtype == np.uint16
+            assert encoded.tokens.tolist() == [token for item in items for token in item]
+    finally:
+        encoder.close()
 
 
 def files(folder):
