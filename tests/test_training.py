@@ -16,6 +16,7 @@ from megatron.core import dist_checkpointing
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.training import checkpoint as ckpt
+from megatron_seqpt.training import optimizer_state
 from megatron_seqpt.training.loop import Trainer
 from megatron_seqpt.training.metrics import read_metrics
 from tests.run_configs import tiny_config
@@ -71,6 +72,10 @@ def test_resume_equals_uninterrupted_run(single_process, cache_dir, tmp_path):
     (resumed_dir / "checkpoints/latest").write_text("step_0000003\n")
     resumed = Trainer(config, resumed_dir, ctx)
     assert resumed.state.step == 3
+    # On the CPU, torch's fused Adam kernel, before and after loading the saved state.
+    assert all(group["fused"] for trainer in (straight, resumed)
+               for part in optimizer_state.parts(trainer.opt.optimizer)
+               for group in part.optimizer.param_groups)
     result = resumed.run()
     assert result.step == 6
     expected = train_losses(tmp_path / "straight")

@@ -37,7 +37,7 @@ from megatron.core.optimizer_param_scheduler import (
 )
 
 from megatron_seqpt.config.schema import OptimConfig, ParallelConfig
-from megatron_seqpt.training import freeze, optimizer_transfer
+from megatron_seqpt.training import freeze, optimizer_state, optimizer_transfer
 from megatron_seqpt.training.freeze import FreezeSchedule, group_of
 
 # megatron-core matches a checkpoint's param groups to the live ones by the keys in
@@ -152,6 +152,7 @@ def build_optimization(modules: list[torch.nn.Module], optim: OptimConfig,
             override.update(max_lr=optim.lr * mult, min_lr=optim.min_lr * mult)
         overrides[key] = override
     optimizer = get_megatron_optimizer(config, chunks, config_overrides=overrides)
+    optimizer_state.fused_on_cpu(optimizer)
     scheduler = GroupScheduler(
         optimizer, init_lr=0.0, max_lr=optim.lr, min_lr=optim.min_lr,
         lr_warmup_steps=min(optim.warmup_steps, total_steps - 1),

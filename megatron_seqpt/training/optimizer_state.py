@@ -25,6 +25,21 @@ def parts(optimizer: MegatronOptimizer) -> list[MegatronOptimizer]:
     return list(getattr(optimizer, "chained_optimizers", [optimizer]))
 
 
+def fused_on_cpu(optimizer: MegatronOptimizer) -> None:
+    """torch's fused Adam kernel for the torch Adam(W) optimizers inside whose parameters are on
+    the CPU. megatron-core builds torch AdamW without naming a kernel, and there torch picks its
+    per-parameter loop: 35 ms of a 395 ms T5 step at hidden 256 (2 cores), 19 ms fused. A
+    loaded optimizer state brings the saved param groups' settings: call again after loading."""
+    for part in parts(optimizer):
+        inner = part.optimizer
+        if isinstance(inner, torch.optim.Adam) and all(
+                param.device.type == "cpu" for group in inner.param_groups
+                for param in group["params"]):
+            inner.defaults.update(fused=True, foreach=False)
+            for group in inner.param_groups:
+                group.update(fused=True, foreach=False)
+
+
 def _distributed_torch_adam(optimizer: MegatronOptimizer) -> list[DistributedOptimizer]:
     return [part for part in parts(optimizer) if isinstance(part, DistributedOptimizer)
             and isinstance(part.optimizer, torch.optim.Adam)]

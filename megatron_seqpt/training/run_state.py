@@ -63,6 +63,7 @@ def restore(path: Path, meta: dict, modules: list[torch.nn.Module], opt: Optimiz
     with torch.no_grad():  # the distributed optimizer copies into fp32 main params
         opt.optimizer.load_state_dict(loaded["optimizer"])
     optimizer_state.restore_step_counters(opt.optimizer, loaded["optimizer"])
+    optimizer_state.fused_on_cpu(opt.optimizer)
     opt.scheduler.load_state_dict(loaded["scheduler"])
     data.train.load_state_dict(loaded["data"])
     if "rng" in loaded:
