@@ -19,7 +19,9 @@ from tests.test_training import train_losses
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "slurm" / "cpu_tiny.sbatch"
-STEPS = 16
+# Long enough that the pre-emption signal, sent once the job has logged 4 steps, lands before
+# the end: the poll, scancel and the delivery took about as long as 16 steps of this model.
+STEPS = 100
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
 
