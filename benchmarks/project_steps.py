@@ -56,12 +56,12 @@ class PhaseClock:
 
 
 def clocked(trainer, components: bool = False) -> PhaseClock:
-    """A clock on the trainer's schedule and optimizer step (it calls both by attribute);
+    """A clock on the trainer's schedule and optimizer step (it calls both as attributes);
     with ``components`` also on its data, its forward steps and the forward of the model's
     encoder, decoder and vocabulary projection (module hooks)."""
     clock = PhaseClock()
     trainer.forward_backward = clock.wrap("fwd+bwd", trainer.forward_backward)
-    trainer.opt.optimizer.step = clock.wrap("optimizer", trainer.opt.optimizer.step)
+    trainer.optimizer_step = clock.wrap("optimizer", trainer.optimizer_step)
     if components:
         trainer.forward_step = clock.wrap("forward", trainer.forward_step)
         stream = trainer.data.train

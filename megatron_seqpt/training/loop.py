@@ -36,7 +36,7 @@ from megatron_seqpt.training import evaluation, freeze, optimizer_state, run_loc
 from megatron_seqpt.training.checkpoint import TOKENIZER_FILE
 from megatron_seqpt.training.freeze import FreezeSchedule
 from megatron_seqpt.training.metrics import MetricsLogger, Window
-from megatron_seqpt.training.optim import Optimization, rebuild_for
+from megatron_seqpt.training.optim import Optimization, rebuild_for, step_if_finite
 from megatron_seqpt.training.preemption import PreemptionHandler
 from megatron_seqpt.training.pretraining import PretrainWorkload
 from megatron_seqpt.training.state import RunResult, Status, TrainState
@@ -291,16 +291,10 @@ class Trainer:
         totals = self._global_losses(self._run_schedule(self.data.train, forward_only=False))
         return {key: evaluation.mean(total) for key, total in totals.items()}
 
-    def _non_finite(self, loss: float) -> Optional[str]:
-        """What makes this step's update unsafe: "loss", "gradients" (a finite loss can still
-        overflow in the backward pass, in bf16 above all), or None. The gradient norm is the
-        optimizer's own, over every rank that holds a part of the gradients."""
-        if not math.isfinite(loss):
-            return "loss"
-        optimizer = self.opt.optimizer
-        if optimizer.prepare_grads() or not math.isfinite(float(optimizer.get_grad_norm())):
-            return "gradients"
-        return None
+    def optimizer_step(self) -> Optional[float]:
+        """The update from the gradients in the DDP buffers: their norm, or None where they are
+        not finite and nothing was updated (``optim.step_if_finite``)."""
+        return step_if_finite(self.opt.optimizer)
 
     def train_step(self) -> dict:
         """One optimizer step; returns its metrics. A non-finite loss skips the update.
@@ -317,10 +311,14 @@ class Trainer:
         loss = record["loss"] = losses[self.workload.loss_keys[0]]
         if "encoder mlm loss" in losses:
             record["encoder_mlm_loss"] = losses["encoder mlm loss"]
-        skipped = self._non_finite(loss)
+        # A non-finite loss skips the update; so do non-finite gradients.
+        if not math.isfinite(loss):
+            skipped, grad_norm = "loss", None
+        else:
+            grad_norm = self.optimizer_step()
+            skipped = None if grad_norm is not None else "gradients"
         if skipped is None:
-            _, grad_norm, _ = self.opt.optimizer.step()
-            record["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+            record["grad_norm"] = grad_norm
             self.state.skipped_in_a_row = 0
         else:
             self.state.skipped_in_a_row += 1
