@@ -30,6 +30,7 @@ from megatron_seqpt.models.specs import (
     encoder_layer_spec,
 )
 from megatron_seqpt.models.target_loss import loss_at_targets
+from megatron_seqpt.models.cpu_dropout import use_cpu_dropout
 from megatron_seqpt.runtime.backend import Backend
 
 Precision = Literal["fp32", "bf16"]
@@ -214,6 +215,8 @@ def place(built: torch.nn.Module, config: TransformerConfig, precision: Precisio
     built.model_type = ModelType.encoder_or_decoder
     if backend.cuda:
         built.cuda(torch.cuda.current_device())
+    else:
+        use_cpu_dropout(built)
     if precision == "bf16":
         # megatron-core's half-precision wrapper: every parameter (also of layers that are
         # plain torch modules, like the MLM head's dense) in bf16, inputs cast on the first

@@ -35,6 +35,10 @@ class SDPAttention(DotProductAttention):
         if attention_bias is not None or packed_seq_params is not None:
             raise NotImplementedError("SDPA core attention takes no attention bias or packed "
                                       "sequences; use the transformer-engine spec")
+        if self.training and self.attention_dropout.p > 0 and query.device.type == "cpu":
+            # torch's CPU SDPA computes dropout as a separate Bernoulli pass anyway; megatron-core's
+            # math path does the same with this model's faster CPU dropout (models/cpu_dropout.py).
+            return super().forward(query, key, value, attention_mask, attn_mask_type)
         # [s, b, heads, d] -> [b, heads, s, d]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
         groups = self.num_attention_heads_per_partition // self.num_query_groups_per_partition

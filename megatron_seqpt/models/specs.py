@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
 from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.attention import (
     CrossAttentionSubmodules,
@@ -33,6 +32,7 @@ from megatron.core.transformer.transformer_layer import (
 )
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.models.cpu_dropout import bias_dropout_add
 from megatron_seqpt.models.decoder_cache import CachedCrossAttention
 from megatron_seqpt.models.sdpa_attention import SDPAttention
 from megatron_seqpt.runtime.backend import Backend
@@ -123,17 +123,17 @@ def _local_layer(impl: LayerImpl, *, causal_self_attention: bool,
                 submodules=CrossAttentionSubmodules(
                     linear_q=ColumnParallelLinear, linear_kv=ColumnParallelLinear,
                     core_attention=impl.attention, linear_proj=RowParallelLinear)),
-            cross_attn_bda=get_bias_dropout_add)
+            cross_attn_bda=bias_dropout_add)
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
             input_layernorm=norm,
             self_attention=self_attention,
-            self_attn_bda=get_bias_dropout_add,
+            self_attn_bda=bias_dropout_add,
             pre_mlp_layernorm=norm,
             mlp=ModuleSpec(module=MLP, submodules=MLPSubmodules(
                 linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear)),
-            mlp_bda=get_bias_dropout_add,
+            mlp_bda=bias_dropout_add,
             sharded_state_dict_keys_map=dict(_TE_STYLE_KEYS),
             **extra))
 
