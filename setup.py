@@ -24,6 +24,8 @@ setup(
         "megatron-core==0.16.1",
         "sentencepiece>=0.2",
         "nltk>=3.8",
+        # nltk's regular-expression engine, used directly for Punkt's patterns.
+        "regex>=2021.8.3",
         "numpy>=1.24",
         # megatron-core's checkpoint writer needs it but does not declare it.
         "psutil>=5.9",

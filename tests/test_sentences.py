@@ -2,6 +2,7 @@
 itself, punctuation rules for Japanese, danda and Arabic marks, paragraph breaks."""
 
 import json
+import random
 import re
 
 import pytest
@@ -152,6 +153,48 @@ def test_cached_punkt_splits_as_nltk_does(lang):
     assert [list(cached.span_tokenize(p)) for p in paragraphs] == [
         list(plain.span_tokenize(p)) for p in paragraphs]
     assert cached.text_contains_sentbreak.cache_info().hits > 0
+
+
+# Pieces of random paragraphs: what Punkt's rules turn on (abbreviations, initials, numbers,
+# ellipses, runs of marks, closing punctuation, other whitespace than spaces).
+_MARKS = [".", "!", "?", "!!!", "?!", "..", "...", ". . .", "।", "؟", ".)", ".\"", ".»", ".”",
+          ")", "(", "\"", "'", "«", "»", "“", "”", "--", ";", ":", ",", "%", "-", "*", "]"]
+_SPACES = [" ", " ", " ", "  ", "\t", "\x0b", "\xa0", "\u2028", "\r", ""]
+
+
+def random_paragraph(rng, params, words):
+    vocabulary = (words + [a + "." for a in params.abbrev_types]
+                  + [f"{a}. {b}" for a, b in params.collocations]
+                  + [w.capitalize() for w in params.sent_starters]
+                  + ["J.", "S.", "e.g.", "U.S.", "3.", "1999.", "-2,5.", "12.5", "No.", "a.b.c."])
+    pieces = []
+    for _ in range(rng.randint(1, 40)):
+        piece = rng.choice(vocabulary)
+        piece = rng.choice([piece, piece.capitalize(), piece.upper(), piece.lower()])
+        if rng.random() < 0.4:
+            piece += rng.choice(_MARKS)
+        pieces.append(piece + rng.choice(_SPACES))
+    return "".join(pieces)
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "fr", "hi", "ar"])
+@pytest.mark.parametrize("collocations", ["learned", "of_ordinary_words"])
+def test_cached_punkt_splits_random_text_as_nltk_does(lang, collocations):
+    rng = random.Random(lang)
+    text = "\n".join(builtin_texts(lang))
+    params = learn_punkt(text)
+    words = sorted(set(re.findall(r"\w+", text)))
+    if collocations == "of_ordinary_words":
+        # Parameters loaded from a punkt_tab directory may pair any words; learned ones mostly
+        # start with numbers and initials.
+        params.collocations = {(a.lower(), b.lower()) for a, b in
+                               zip(rng.sample(words, 200), rng.sample(words, 200))}
+    cached = CachedPunkt(params, MultilingualLanguageVars())
+    plain = PunktSentenceTokenizer(params, lang_vars=MultilingualLanguageVars())
+    paragraphs = [random_paragraph(rng, params, words) for _ in range(3000)]
+    assert [list(cached.span_tokenize(p)) for p in paragraphs] == [
+        list(plain.span_tokenize(p)) for p in paragraphs]
+    assert sum(len(list(plain.span_tokenize(p))) > 1 for p in paragraphs) > 1000
 
 
 @pytest.mark.parametrize("lang", ["en", "de", "hi", "ar"])

@@ -8,8 +8,9 @@ and the Arabic, Urdu, Armenian and Ethiopic marks. Scripts that write no space b
 sentences (Japanese, Chinese, Thai, ...) do not suit Punkt; they split after their sentence
 punctuation (。！？), except inside brackets and quotes (「...。」と言った。 is one sentence).
 A line break always ends a sentence (paragraphs are separated by "\\n").
-Punkt here is nltk's, with what it derives from a word and its decision at a candidate end
-computed once each (``CachedToken``, ``CachedPunkt``): the same sentences and parameters.
+Punkt here is nltk's parameters, rules and annotation methods, with what it derives from a
+word and its decisions computed once each and its candidate loop fused (``CachedToken``,
+``CachedPunkt``): the same sentences and parameters, tested against nltk's tokenizer.
 
 Splitting is lossless: sentences are non-overlapping slices of the text, in order, and only
 whitespace lies between them, so the text is its sentences joined by the whitespace they left.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import nltk.data
+import regex
 from nltk.data import FileSystemPathPointer
 from nltk.tokenize.punkt import (
     PunktLanguageVars,
@@ -66,6 +68,7 @@ class MultilingualLanguageVars(PunktLanguageVars):
 # Punkt decisions remembered per language (a context is a few words: ~1 MB at most), and word
 # types per process.
 DECISION_CACHE_SIZE = 8192
+PAIR_CACHE_SIZE = 1 << 15
 WORD_CACHE_SIZE = 1 << 15
 
 
@@ -110,24 +113,148 @@ class CachedToken(PunktToken):
 
 
 class CachedPunkt(PunktSentenceTokenizer):
-    """nltk's Punkt tokenizer, deciding each candidate sentence end once per context.
+    """nltk's Punkt tokenizer with its candidate loop fused and its decisions kept.
 
     Punkt's decision at a candidate (a sentence-final mark and some whitespace) is a function
-    of its context alone: the word before, the mark, and the word after, under fixed
-    parameters (``text_contains_sentbreak``). Deciding one costs more than the rest of the
-    split, and in text frequent contexts ("it. The") recur: each decision is kept, up to
-    DECISION_CACHE_SIZE contexts. Output is nltk's (tests compare the two)."""
+    of its context alone, the words around the mark under fixed parameters
+    (``text_contains_sentbreak``): a break follows a word when nltk's two annotation passes
+    over that word and the next one mark it, a function of the two words, and for most words
+    of the word alone. Each context's decision is kept (DECISION_CACHE_SIZE contexts: "it. The"
+    recurs), each word's where the next word cannot change it, and each word pair's
+    (PAIR_CACHE_SIZE pairs, decided by nltk's own annotation methods). Candidates, decisions
+    and the realignment of closing punctuation run in two loops instead of nltk's chain of
+    generators, with its patterns unguarded (``_unguarded``). Output is nltk's: tests compare
+    the two on the built-in text, edge cases and random text.
+    """
 
     def __init__(self, params: PunktParameters, lang_vars: PunktLanguageVars):
         super().__init__(params, lang_vars=lang_vars, token_cls=CachedToken)
+        self._sent_end_chars = frozenset(lang_vars.sent_end_chars)
+        self._word_tokenize = _unguarded(lang_vars._word_tokenizer_re()).findall
+        self._find_candidates = _unguarded(lang_vars.period_context_re()).finditer
+        self._match_closing = _unguarded(lang_vars.re_boundary_realignment).match
+        self._pair_breaks: dict[tuple[str, str], bool] = {}
+        self._collocation_starts = frozenset(first for first, _ in params.collocations)
+        self._breaks_before_any = functools.lru_cache(WORD_CACHE_SIZE)(self._breaks_before_any)
         self.text_contains_sentbreak = functools.lru_cache(DECISION_CACHE_SIZE)(
-            super().text_contains_sentbreak)
+            self._contains_sentbreak)
+
+    def _contains_sentbreak(self, text: str) -> bool:
+        """nltk's ``text_contains_sentbreak``: a break after any word but the last."""
+        words = [word for line in text.split("\n") if line.strip()
+                 for word in self._word_tokenize(line)]
+        return any(map(self._breaks_after, words, words[1:]))
+
+    def _breaks_after(self, word: str, next_word: str) -> bool:
+        if not word.endswith("."):
+            # nltk's second pass looks only at words ending in a period; its first pass marks
+            # a bare sentence-final mark as a break.
+            return word in self._sent_end_chars
+        if self._breaks_before_any(word):
+            return True
+        decided = self._pair_breaks.get((word, next_word))
+        if decided is None:
+            if len(self._pair_breaks) >= PAIR_CACHE_SIZE:
+                self._pair_breaks.clear()
+            token, next_token = CachedToken(word), CachedToken(next_word)
+            self._first_pass_annotation(token)
+            self._first_pass_annotation(next_token)
+            self._second_pass_annotation(token, next_token)
+            decided = self._pair_breaks[(word, next_word)] = bool(token.sentbreak)
+        return decided
+
+    def _breaks_before_any(self, word: str) -> bool:
+        """Whether a break follows this period-final word whatever the next word is: nltk's
+        first pass marks it a break (not an abbreviation or ellipsis), and its second pass
+        can undo that only for initials, numbers and the first word of a collocation."""
+        stem = word[:-1]
+        if len(stem) > 1 and stem.isalpha():
+            # Letters only (most words): not an initial, a number or an ellipsis, and the
+            # word's type without its period is its lower case.
+            lower = stem.lower()
+            return lower not in self._params.abbrev_types and \
+                lower not in self._collocation_starts
+        token = CachedToken(word)
+        self._first_pass_annotation(token)
+        return bool(token.sentbreak) and not token.is_initial and \
+            token.type_no_period != "##number##" and \
+            token.type_no_period not in self._collocation_starts
+
+    def span_tokenize(self, text: str, realign_boundaries: bool = True
+                      ) -> Iterator[tuple[int, int]]:
+        """nltk's ``span_tokenize``: its candidates, decisions and realignment of closing
+        punctuation in two loops instead of a chain of generators."""
+        if not realign_boundaries:
+            return super().span_tokenize(text, realign_boundaries)
+        slices = self._sentence_slices(text)
+        spans, realign = [], 0
+        for (start, stop), (next_start, next_stop) in zip(slices, slices[1:]):
+            start += realign
+            closing = (self._match_closing(text, next_start, next_stop) if next_start < next_stop
+                       else None)
+            if closing:
+                spans.append((start, next_start + len(closing.group().rstrip())))
+                realign = closing.end() - next_start
+            else:
+                realign = 0
+                if start < stop:
+                    spans.append((start, stop))
+        start, stop = slices[-1]
+        if start + realign < stop:
+            spans.append((start + realign, stop))
+        return iter(spans)
+
+    def _sentence_slices(self, text: str) -> list[tuple[int, int]]:
+        """nltk's ``_slices_from_text`` over its ``_match_potential_end_contexts``."""
+        candidates: list[tuple[re.Match, int]] = []  # a mark and where the word before starts
+        word_start = word_end = 0
+        last_space = _last_space_finder(text)
+        for match in self._find_candidates(text):
+            # The word before the mark starts after the last whitespace since the previous
+            # mark; with none there it reaches back over the previous mark's word, and then
+            # nltk drops the previous candidate.
+            space = last_space(word_end, match.start())
+            start = space + 1 if space > word_end else word_start
+            if candidates and word_end > start:
+                candidates.pop()
+            candidates.append((match, start))
+            word_start, word_end = start, match.start()
+        slices, last_break = [], 0
+        for match, start in candidates:
+            if self.text_contains_sentbreak(
+                    text[start:match.start()] + match.group() + match.group("after_tok")):
+                slices.append((last_break, match.end()))
+                last_break = match.start("next_tok") if match.group("next_tok") else match.end()
+        slices.append((last_break, len(text.rstrip())))
+        return slices
+
+
+# nltk looks for the word before a mark back to the last of these (string.whitespace).
+_ASCII_SPACES = " \t\n\r\x0b\x0c"
+_OTHER_ASCII_SPACES = re.compile("[\t\n\r\x0b\x0c]")
+
+
+def _unguarded(pattern):
+    """nltk's pattern without the wall-clock guard nltk (3.10+) runs each call under: it costs
+    more than matching a few words, and Punkt's text here is bounded (MAX_PARAGRAPH_CHARS)."""
+    if isinstance(pattern, re.Pattern):
+        return pattern
+    return regex.compile(pattern.pattern, pattern.flags)
+
+
+def _last_space_finder(text: str) -> Callable[[int, int], int]:
+    """``find(lo, hi)``: the index of the last ASCII whitespace in text[lo:hi], or -1; one
+    ``rfind`` where the text has only spaces (most text)."""
+    if not _OTHER_ASCII_SPACES.search(text):
+        return lambda lo, hi: text.rfind(" ", lo, hi)
+    return lambda lo, hi: max(text.rfind(c, lo, hi) for c in _ASCII_SPACES)
 
 
 # Punkt breaks only after a sentence-final mark that some whitespace follows (after closing
 # punctuation, maybe): a paragraph without one is one sentence, and Punkt need not look at it.
-# Longer paragraphs are cut into windows before Punkt: nltk runs its regexes under a wall-clock
-# limit, so on one huge line whether a record passes would depend on the machine's load. A cut
+# Longer paragraphs are cut into windows before Punkt: its work per paragraph stays bounded, and
+# nltk runs the regexes it applies to words under a wall-clock limit, so on one huge line whether
+# a record passed would depend on the machine's load. A cut
 # falls after the last sentence end (else the last space) inside the window: deterministic.
 MAX_PARAGRAPH_CHARS = 100_000
 _WINDOW_CUT = re.compile(r"[.!?。！？][\"')\]»”’]*\s+|\s+")
