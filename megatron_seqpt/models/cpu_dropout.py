@@ -5,9 +5,10 @@ the largest cost of a CPU training step after the matmuls (9% of a T5 step at hi
 Here one 64-bit draw of torch's CPU generator gives four 16-bit numbers, each kept when it is at
 least a threshold: the drop probability is ``p`` rounded to a multiple of 1/65536
 (FlashAttention's kernel keeps an 8-bit threshold), and kept values are scaled by the inverse
-of the rounded keep probability, so the expected output is the input exactly. Draws come from the default CPU generator, which
-megatron-core's RNG tracker forks on the CPU (runtime/cpu_compat.py), as torch's dropout does.
-Tensors on a GPU go to torch's own (fused) dropout.
+of the rounded keep probability, so the expected output is the input exactly. Draws come from
+the default CPU generator, which megatron-core's RNG tracker forks on the CPU
+(runtime/cpu_compat.py), as torch's dropout does. Tensors on a GPU go to torch's own (fused)
+dropout.
 """
 
 from __future__ import annotations
