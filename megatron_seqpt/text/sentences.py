@@ -169,16 +169,19 @@ class CachedPunkt(PunktSentenceTokenizer):
         can undo that only for initials, numbers and the first word of a collocation."""
         stem = word[:-1]
         if len(stem) > 1 and stem.isalpha():
-            # Letters only (most words): not an initial, a number or an ellipsis, and the
-            # word's type without its period is its lower case.
-            lower = stem.lower()
-            return lower not in self._params.abbrev_types and \
-                lower not in self._collocation_starts
+            return self._letters_break_before_any(stem)
         token = CachedToken(word)
         self._first_pass_annotation(token)
         return bool(token.sentbreak) and not token.is_initial and \
             token.type_no_period != "##number##" and \
             token.type_no_period not in self._collocation_starts
+
+    def _letters_break_before_any(self, stem: str) -> bool:
+        """``_breaks_before_any(stem + ".")`` for a stem of two or more letters (most words):
+        not an initial, a number or an ellipsis, and its type without the period is its lower
+        case."""
+        lower = stem.lower()
+        return lower not in self._params.abbrev_types and lower not in self._collocation_starts
 
     def span_tokenize(self, text: str, realign_boundaries: bool = True
                       ) -> Iterator[tuple[int, int]]:
@@ -221,8 +224,12 @@ class CachedPunkt(PunktSentenceTokenizer):
             word_start, word_end = start, match.start()
         slices, last_break = [], 0
         for match, start in candidates:
-            if self.text_contains_sentbreak(
-                    text[start:match.start()] + match.group() + match.group("after_tok")):
+            word = text[start:match.start()]
+            # A context "word." whose word is letters only starts with the token "word.": when
+            # that breaks before any next token, the context holds a break.
+            if (match.group() == "." and len(word) > 1 and word.isalpha()
+                    and self._letters_break_before_any(word)) or \
+                    self.text_contains_sentbreak(word + match.group() + match.group("after_tok")):
                 slices.append((last_break, match.end()))
                 last_break = match.start("next_tok") if match.group("next_tok") else match.end()
         slices.append((last_break, len(text.rstrip())))
@@ -246,7 +253,7 @@ def _last_space_finder(text: str) -> Callable[[int, int], int]:
     """``find(lo, hi)``: the index of the last ASCII whitespace in text[lo:hi], or -1; one
     ``rfind`` where the text has only spaces (most text)."""
     if not _OTHER_ASCII_SPACES.search(text):
-        return lambda lo, hi: text.rfind(" ", lo, hi)
+        return functools.partial(text.rfind, " ")
     return lambda lo, hi: max(text.rfind(c, lo, hi) for c in _ASCII_SPACES)
 
 
