@@ -19,16 +19,21 @@ def linear_gemms(tokens: int, fan_in: int, fan_out: int) -> list[tuple[int, int,
 
 
 def transformer_gemms(kind: str, micro_batch: int, seq: int, dec_seq: int, hidden: int,
-                      ffn: int, layers: int, vocab: int) -> list[tuple[int, int, int]]:
+                      ffn: int, layers: int, vocab: int, dec_ffn: int | None = None,
+                      dec_layers: int | None = None) -> list[tuple[int, int, int]]:
     """The GEMMs of one micro-batch's forward and backward: encoder layers (QKV, output
     projection, two MLP layers), for T5 decoder layers (self-attention, cross-attention with
-    keys and values from the encoder, MLP), and the vocabulary projection."""
+    keys and values from the encoder, MLP; the encoder's sizes unless given), and the
+    vocabulary projection."""
     enc, dec = micro_batch * seq, micro_batch * dec_seq
     layer = [(hidden, 3 * hidden), (hidden, hidden), (hidden, ffn), (ffn, hidden)]
     gemms = [g for _ in range(layers) for i, o in layer for g in linear_gemms(enc, i, o)]
     if kind == "t5":
-        for _ in range(layers):
-            for i, o in (*layer, (hidden, hidden), (hidden, hidden)):  # + cross q and out
+        dec_ffn = dec_ffn or ffn
+        dec_layer = [(hidden, 3 * hidden), (hidden, hidden), (hidden, dec_ffn), (dec_ffn, hidden),
+                     (hidden, hidden), (hidden, hidden)]  # + cross-attention query and output
+        for _ in range(dec_layers or layers):
+            for i, o in dec_layer:
                 gemms += linear_gemms(dec, i, o)
             gemms += linear_gemms(enc, hidden, 2 * hidden)  # cross-attention keys, values
         gemms += linear_gemms(dec, hidden, vocab)
@@ -37,21 +42,33 @@ def transformer_gemms(kind: str, micro_batch: int, seq: int, dec_seq: int, hidde
     return gemms
 
 
-def matmul_rate(gemms: list[tuple[int, int, int]], repeats: int = 5) -> float:
-    """FLOP/s of torch.matmul (fp32) over these GEMMs: each distinct shape timed (best of
-    ``repeats``), weighted by how often it occurs."""
+def matmul_rate(gemms: list[tuple[int, int, int]], repeats: int = 5,
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of torch.matmul over these GEMMs on ``device`` in ``dtype``: each distinct shape
+    timed (best of ``repeats``; on a GPU each timing is the mean of ``repeats`` back-to-back
+    calls between synchronisations, which a single kernel's launch would distort), weighted
+    by how often it occurs."""
     counts: dict[tuple[int, int, int], int] = {}
     for shape in gemms:
         counts[shape] = counts.get(shape, 0) + 1
+    cuda = torch.device(device).type == "cuda"
     flops = seconds = 0.0
     for (m, k, n), count in counts.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
         torch.matmul(a, b)
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            torch.matmul(a, b)
-            best = min(best, time.perf_counter() - started)
+        best = min(_matmul_seconds(a, b, repeats if cuda else 1, cuda) for _ in range(repeats))
         flops += count * 2.0 * m * k * n
         seconds += count * best
     return flops / seconds
+
+
+def _matmul_seconds(a: torch.Tensor, b: torch.Tensor, calls: int, cuda: bool) -> float:
+    if cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(calls):
+        torch.matmul(a, b)
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / calls

@@ -1,8 +1,11 @@
 """Training throughput and model FLOPs utilisation of a config on this machine.
 
 Runs the real training step (data streams, schedule, DDP, optimizer, logging) of a run config,
-for example the base configs on a GPU in bf16, and prints tokens/s and MFU: the step's model
-FLOPs (training/flops.py, everything trainable) over the step time and the device's peak.
+for example the base configs on a GPU in bf16, and prints tokens/s, MFU (the step's model FLOPs
+per device, training/flops.py with everything trainable, over the step time and the device's
+datasheet peak) and the machine-limit fraction of train_throughput.py: the same FLOP rate
+against torch.matmul's, measured in this run on this device in the step's precision at the
+step's own GEMM shapes (machine_limit.py; tensor-parallel size 1 shapes).
 The default corpus supplies the text, so the vocabulary is the one it supports (about 6000).
 
     python benchmarks/mfu.py --config examples/configs/base_t5.yaml [--steps 20] \\
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine_limit import matmul_rate, transformer_gemms
 
 from megatron_seqpt.config import load_run_config
 from megatron_seqpt.runtime import distributed
@@ -65,15 +69,29 @@ def main() -> None:
                                 config.data.decoder_seq_length, config.train.global_batch_size,
                                 config.data.masking_probability).full_step()
         tokens = config.train.global_batch_size * trainer.tokens_per_sample()
-        peak = peak_flops(trainer.precision == "bf16")
+        bf16 = trainer.precision == "bf16"
+        peak = peak_flops(bf16)
+        per_device = flops / step_s / ctx.world_size
+        rate = matmul_rate(step_gemms(config, trainer.vocab_size), device=ctx.backend.device,
+                           dtype=torch.bfloat16 if bf16 else torch.float32)
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
         print(f"\n{args.config} on {device} ({trainer.precision}, {ctx.describe()})")
         print(f"  step {step_s * 1000:.1f} ms, {tokens / step_s:,.0f} tokens/s, "
-              f"{flops / step_s / 1e12:.1f} TFLOP/s model FLOPs"
-              + (f", MFU {flops / step_s / peak:.1%} of {peak / 1e12:.0f} TFLOP/s"
-                 if peak else ""))
+              f"{per_device / 1e12:.2f} TFLOP/s model FLOPs per device"
+              + (f", MFU {per_device / peak:.1%} of {peak / 1e12:.0f} TFLOP/s" if peak else ""))
+        print(f"  machine-limit fraction {per_device / rate:.2f} (torch.matmul at the step's "
+              f"GEMM shapes: {rate / 1e12:.2f} TFLOP/s)")
         trainer.metrics.close()
         distributed.shutdown()
+
+
+def step_gemms(config, vocab_size: int) -> list[tuple[int, int, int]]:
+    """The GEMM shapes of one micro-batch of this config's model."""
+    model, data = config.model, config.data
+    return transformer_gemms(model.kind, config.train.micro_batch_size, data.seq_length,
+                             data.decoder_seq_length, model.hidden_size,
+                             model.encoder.ffn_hidden_size, model.encoder.num_layers, vocab_size,
+                             model.decoder.ffn_hidden_size, model.decoder.num_layers)
 
 
 if __name__ == "__main__":
