@@ -21,6 +21,7 @@ from megatron.core.transformer.transformer_block import get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_seqpt.config.schema import ModelConfig, ParallelConfig, StackConfig
+from megatron_seqpt.models.cpu_dropout import use_cpu_dropout
 from megatron_seqpt.models.pipeline_split import StageLayers
 from megatron_seqpt.models.pipelined_t5 import PipelinedT5
 from megatron_seqpt.models.specs import (
@@ -30,7 +31,6 @@ from megatron_seqpt.models.specs import (
     encoder_layer_spec,
 )
 from megatron_seqpt.models.target_loss import loss_at_targets
-from megatron_seqpt.models.cpu_dropout import use_cpu_dropout
 from megatron_seqpt.runtime.backend import Backend
 
 Precision = Literal["fp32", "bf16"]
