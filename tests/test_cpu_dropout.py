@@ -53,6 +53,12 @@ def test_gradient_flows_through_the_forward_mask_only():
     assert out.shape == x.shape and 0 < kept.float().mean().item() < 1
 
 
+def test_keeps_the_dtype():
+    x = torch.ones(1000, dtype=torch.bfloat16)
+    out = dropout(x, 0.5)
+    assert out.dtype == torch.bfloat16 and (out == 0).any() and (out == 2).any()
+
+
 def test_masks_follow_the_cpu_generator():
     x = torch.ones(4096)
     torch.manual_seed(7)

@@ -39,7 +39,10 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     # The whole 64-bit range: random_() without it leaves the sign bit, one lane in four, 0.
     draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(_INT64_MIN, None)
     keep = draws.view(torch.int16)[:x.numel()].view(x.shape) >= _INT16_MIN + dropped_levels
-    return torch.where(keep, x, 0.0).mul_(_LEVELS / (_LEVELS - dropped_levels))
+    # One multiply by a mask of 0 and the scale, as torch's dropout does: the backward is one
+    # multiply too (masking and scaling separately cost a third more, measured).
+    scale = x.new_tensor(_LEVELS / (_LEVELS - dropped_levels))
+    return x * torch.where(keep, scale, 0.0)
 
 
 class Dropout(torch.nn.Dropout):
