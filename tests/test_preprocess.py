@@ -186,6 +186,24 @@ def test_bad_record_is_named_by_file_and_line_or_skipped_and_counted(tmp_path, r
     assert sum(d.documents for d in summary.datasets) == len(GOOD)
 
 
+def test_workers_parse_the_records_and_report_bad_ones_by_file_and_line(tmp_path):
+    # The reading process hands raw lines to the workers; their errors cross back whole.
+    bad = sorted(BAD_LINES)
+    rows = [row for i, reason in enumerate(bad) for row in (*GOOD[10 * i:10 * i + 10],
+                                                          BAD_LINES[reason])]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    with pytest.raises(CorpusError) as info:
+        preprocess([path], tmp_path / "out" / "x", tokenizer_model(), workers=2,
+                   chunk_bytes=4_000, progress=False)
+    assert (info.value.reason, info.value.line) == (bad[0], 11)
+    assert str(info.value).startswith(f"{path}:11: ")
+    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(), workers=2,
+                         chunk_bytes=4_000, on_error="skip", progress=False)
+    assert summary.skips.first == {reason: f"{path}:{11 * (i + 1)}" for i, reason in
+                                   enumerate(bad)}
+    assert sum(d.documents for d in summary.datasets) == 10 * len(bad)
+
+
 def test_error_messages_say_what_to_do(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [GOOD[0], BAD_LINES["missing_key"]])
     with pytest.raises(CorpusError, match=r"in.jsonl:2: record has no key 'text' \(it has: "

@@ -5,10 +5,11 @@ sentence, which megatron-core's masked datasets expect) or ``PREFIX_<lang>_<key>
 without (one item per document). Either way one input record is one document, and each item's
 tokens are exactly ``sp.encode(item_text)``.
 
-The input is read as a stream by this process, cut into chunks of about ``chunk_bytes``, and
-split and tokenized by ``workers`` processes; a bounded number of chunks is in flight and results
-are written in input order, so memory is flat in the corpus size and any worker count writes the
-same bytes. Outputs are committed only when complete (``indexed_writer``); an error, Ctrl-C or
+The input is read as a stream of raw lines by this process, cut into chunks of about
+``chunk_bytes``, and parsed, split and tokenized by ``workers`` processes (this process reads
+and writes for all of them, so it does no more per line than it must); a bounded number of
+chunks is in flight and results are written in input order, so memory is flat in the corpus
+size and any worker count writes the same bytes. Outputs are committed only when complete (``indexed_writer``); an error, Ctrl-C or
 SIGTERM leaves no output at the final names.
 """
 
@@ -37,10 +38,9 @@ from megatron_seqpt.text.corpus import (
     ByteProgress,
     CorpusError,
     ReadOptions,
-    Record,
+    RecordSource,
     Skips,
     check_inputs,
-    read_records,
 )
 from megatron_seqpt.text.sentences import (
     MAX_PARAGRAPH_CHARS,
@@ -132,24 +132,28 @@ def default_workers(inputs: Sequence[Path]) -> int:
 
 @dataclass
 class _Chunk:
-    """Records on their way to a worker: where each came from, and what the worker needs."""
+    """Raw lines of one input file on their way to a worker, which parses them."""
 
-    records: list[Record] = field(default_factory=list)
+    source: RecordSource
+    lines: list[tuple[int, bytes]] = field(default_factory=list)  # (line number, raw line)
     nbytes: int = 0
 
-    def payload(self) -> list[tuple[str, tuple[str, ...]]]:
-        return [(record.lang, record.texts) for record in self.records]
+    def payload(self) -> tuple[RecordSource, list[tuple[int, bytes]]]:
+        return self.source, self.lines
 
 
 @dataclass
 class _Encoded:
-    """A chunk's tokens: all items concatenated, each item's length, items per document."""
+    """A chunk's tokens: all items concatenated, each item's length, items per document; and
+    its documents' (language, line) and the records left out (``on_error="skip"``)."""
 
     tokens: np.ndarray
     lengths: np.ndarray
     items: list[int]
     # Paragraphs too long for sentence splitting in one piece (cut into windows).
     cut_paragraphs: int = 0
+    documents: list[tuple[str, int]] = field(default_factory=list)
+    skipped: list[CorpusError] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class _EncoderSettings:
     punkt: dict[str, PunktParameters | None] | None
     append_eod: bool
     dtype: type[np.number]
+    read_options: ReadOptions = ReadOptions()
 
 
 @dataclass
@@ -170,6 +175,8 @@ class _Submitted:
     per_document: list[int]
     batches: list[Future]
     cut_paragraphs: int
+    documents: list[tuple[str, int]] = field(default_factory=list)
+    skipped: list[CorpusError] = field(default_factory=list)
 
 
 class _ChunkEncoder:
@@ -181,6 +188,7 @@ class _ChunkEncoder:
     while it reads and writes too."""
 
     def __init__(self, settings: _EncoderSettings):
+        self.options = settings.read_options
         self.sp = load_processor(Path(settings.model_file))
         self.splitters = ({lang: SentenceSplitter(lang, p) for lang, p in settings.punkt.items()}
                           if settings.punkt is not None else None)
@@ -191,17 +199,30 @@ class _ChunkEncoder:
     def close(self) -> None:
         self._encoding.shutdown(wait=True, cancel_futures=True)
 
-    def __call__(self, payload: list[tuple[str, tuple[str, ...]]]) -> _Encoded:
+    def __call__(self, payload: tuple[RecordSource, list[tuple[int, bytes]]]) -> _Encoded:
         return self.collect(self.submit(payload))
 
-    def submit(self, payload: list[tuple[str, tuple[str, ...]]]) -> _Submitted:
-        """Split the chunk's texts (with sentence splitting) and queue their encoding."""
+    def submit(self, payload: tuple[RecordSource, list[tuple[int, bytes]]]) -> _Submitted:
+        """Parse the chunk's lines, split their texts (with sentence splitting) and queue
+        their encoding. A bad record raises (``on_error="fail"``) or is kept for the report."""
+        source, lines = payload
         cut_before = self._cut_paragraphs()
         per_document: list[int] = []
+        documents, skipped = [], []
         batches, batch, size = [], [], 0
-        for lang, record_texts in payload:
-            splitter = self.splitters[lang] if self.splitters else None
-            for text in record_texts:
+        for number, raw in lines:
+            try:
+                record = source.parse(number, raw, self.options)
+            except CorpusError as error:
+                if self.options.on_error == "fail":
+                    raise
+                skipped.append(error)
+                continue
+            if record is None:
+                continue
+            documents.append((record.lang, record.line))
+            splitter = self.splitters[record.lang] if self.splitters else None
+            for text in record.texts:
                 items = splitter.split(text) if splitter else [text]
                 batch.extend(items)
                 per_document.append(len(items))
@@ -210,7 +231,8 @@ class _ChunkEncoder:
                     batches.append(self._encoding.submit(self._encode, batch))
                     batch, size = [], 0
         batches.append(self._encoding.submit(self._encode, batch))
-        return _Submitted(per_document, batches, self._cut_paragraphs() - cut_before)
+        return _Submitted(per_document, batches, self._cut_paragraphs() - cut_before, documents,
+                          skipped)
 
     def collect(self, submitted: _Submitted) -> _Encoded:
         """The chunk's tokens, once its batches are encoded (array operations, not a loop
@@ -228,7 +250,8 @@ class _ChunkEncoder:
             last = np.cumsum(items)[items > 0] - 1  # each document's last item
             tokens = np.insert(tokens, np.cumsum(lengths)[last], EOS_ID)
             lengths[last] += 1
-        return _Encoded(tokens, lengths, items.tolist(), submitted.cut_paragraphs)
+        return _Encoded(tokens, lengths, items.tolist(), submitted.cut_paragraphs,
+                        submitted.documents, submitted.skipped)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         # One batch call. Lists, not numpy output: sentencepiece then takes the GIL once per
@@ -263,7 +286,7 @@ def _start_worker(settings: _EncoderSettings) -> None:
     _worker_encoder = _ChunkEncoder(settings)
 
 
-def _encode_in_worker(payload: list[tuple[str, tuple[str, ...]]]) -> _Encoded:
+def _encode_in_worker(payload: tuple[RecordSource, list[tuple[int, bytes]]]) -> _Encoded:
     return _worker_encoder(payload)
 
 
@@ -294,7 +317,7 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
         punkt = (_learn_punkt(inputs, options, punkt_dir, workers, progress) if split_sentences
                  else None)
         punkt_seconds = time.perf_counter() - started if split_sentences else 0.0
-        settings = _EncoderSettings(str(model_file), punkt, append_eod, dtype)
+        settings = _EncoderSettings(str(model_file), punkt, append_eod, dtype, options)
         datasets, skips, cut = _tokenize(inputs, options, output_prefix, split_sentences,
                                          settings, workers, chunk_bytes, progress)
     summary = PreprocessSummary(datasets, skips, sum(p.stat().st_size for p in inputs),
@@ -317,8 +340,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
     try:
         with _encoding(workers, settings) as encode, \
                 ByteProgress(inputs, "preprocessing", progress) as bar:
-            for chunk, encoded in encode(_chunks(read_records(inputs, options, skips),
-                                                 chunk_bytes)):
+            for chunk, encoded in encode(_chunks(inputs, options, chunk_bytes)):
                 _write(chunk, encoded, output_prefix, split_sentences, options, skips,
                        outputs, datasets)
                 cut += encoded.cut_paragraphs
@@ -348,42 +370,47 @@ def _learn_punkt(inputs: Sequence[Path], options: ReadOptions, punkt_dir: str | 
         return learn_splitters(samples, punkt_dir, pool.map)
 
 
-def _chunks(records: Iterable[Record], chunk_bytes: int) -> Iterator[_Chunk]:
-    chunk = _Chunk()
-    for record in records:
-        chunk.records.append(record)
-        chunk.nbytes += record.nbytes
-        if chunk.nbytes >= chunk_bytes:
+def _chunks(inputs: Sequence[Path], options: ReadOptions, chunk_bytes: int
+            ) -> Iterator[_Chunk]:
+    """Each input file's raw lines in chunks of about ``chunk_bytes``: no parsing here."""
+    for path in inputs:
+        chunk = _Chunk(RecordSource.of(path, options))
+        with open(path, "rb") as lines:
+            for number, raw in enumerate(lines, 1):
+                chunk.lines.append((number, raw))
+                chunk.nbytes += len(raw)
+                if chunk.nbytes >= chunk_bytes:
+                    yield chunk
+                    chunk = _Chunk(chunk.source)
+        if chunk.lines:
             yield chunk
-            chunk = _Chunk()
-    if chunk.records:
-        yield chunk
 
 
 def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_sentences: bool,
            options: ReadOptions, skips: Skips, outputs: IndexedOutputs,
            datasets: dict[tuple[str, str], DatasetSummary]) -> None:
-    """Append a chunk's documents, in input order, to their language's dataset."""
+    """Append a chunk's documents, in input order, to their language's dataset, and count the
+    records left out in input order."""
     documents = iter(encoded.items)
+    skipped = list(encoded.skipped)
     item, token = 0, 0
-    for record in chunk.records:
+    for lang, line in encoded.documents:
         for key in options.json_keys:
             count = next(documents)
             if not count:
-                error = CorpusError(record.path, record.line, "empty_document",
+                error = CorpusError(chunk.source.path, line, "empty_document",
                                     f"key '{key}' holds no text the tokenizer keeps (only "
                                     "characters it normalises away)")
                 if options.on_error == "fail":
                     raise error
-                skips.add(error)
+                skipped.append(error)
                 continue
             lengths = encoded.lengths[item:item + count]
             size = int(lengths.sum())
-            summary = datasets.get((record.lang, key))
+            summary = datasets.get((lang, key))
             if summary is None:
-                summary = datasets[record.lang, key] = DatasetSummary(
-                    record.lang, key, dataset_prefix(output_prefix, record.lang, key,
-                                                     split_sentences))
+                summary = datasets[lang, key] = DatasetSummary(
+                    lang, key, dataset_prefix(output_prefix, lang, key, split_sentences))
             outputs.add_document(summary.prefix, encoded.tokens[token:token + size],
                                  lengths.tolist())
             summary.documents += 1
@@ -391,6 +418,8 @@ def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_se
             summary.tokens += size
             item += count
             token += size
+    for error in sorted(skipped, key=lambda error: error.line):
+        skips.add(error)
 
 
 @contextlib.contextmanager

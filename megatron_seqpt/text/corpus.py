@@ -51,9 +51,13 @@ class CorpusError(UserError):
     """A bad record: says which file and line, what is wrong, and what to do."""
 
     def __init__(self, path: str, line: int, reason: str, detail: str):
-        self.path, self.line, self.reason = path, line, reason
+        self.path, self.line, self.reason, self.detail = path, line, reason, detail
         super().__init__(f"{path}:{line}: {detail}; {SKIP_REASONS[reason]}, or pass "
                          "--on-error skip to leave such records out")
+
+    def __reduce__(self):
+        # Workers parse records too: the error crosses processes with its fields.
+        return CorpusError, (self.path, self.line, self.reason, self.detail)
 
 
 @dataclass
@@ -126,27 +130,49 @@ def read_records(paths: Sequence[str | Path], options: ReadOptions,
                  skips: Skips | None = None) -> Iterator[Record]:
     """Every good record of every file in order; bad ones raise or are counted in ``skips``."""
     for path in check_inputs(paths):
-        is_text = path.name.endswith(TEXT_SUFFIXES)
-        if is_text and len(options.json_keys) > 1:
-            raise UserError(f"{path}: a text file holds one text per line; several "
-                            "--json-keys apply to jsonl files only")
-        default_lang = options.lang or path.stem
+        source = RecordSource.of(path, options)
         with open(path, "rb") as lines:
             for number, raw in enumerate(lines, 1):
-                if not raw.strip():
-                    continue
                 try:
-                    text = _decode(raw, str(path), number)
-                    if is_text:
-                        yield Record(str(path), number, _file_language(default_lang, path),
-                                     (text.strip(),), len(raw))
-                    else:
-                        yield _parse_json(text, path, number, default_lang, options, len(raw))
+                    record = source.parse(number, raw, options)
                 except CorpusError as error:
                     if options.on_error == "fail":
                         raise
                     if skips is not None:
                         skips.add(error)
+                    continue
+                if record is not None:
+                    yield record
+
+
+@dataclass(frozen=True)
+class RecordSource:
+    """How the lines of one input file become records; small and picklable, so that worker
+    processes can parse lines that one process read."""
+
+    path: str
+    is_text: bool
+    # The language of records that do not name one (--lang, else the file's stem).
+    default_lang: str
+
+    @classmethod
+    def of(cls, path: Path, options: ReadOptions) -> RecordSource:
+        is_text = path.name.endswith(TEXT_SUFFIXES)
+        if is_text and len(options.json_keys) > 1:
+            raise UserError(f"{path}: a text file holds one text per line; several "
+                            "--json-keys apply to jsonl files only")
+        return cls(str(path), is_text, options.lang or path.stem)
+
+    def parse(self, number: int, raw: bytes, options: ReadOptions) -> Record | None:
+        """Line ``number`` (raw bytes) as a record; None for a blank line; CorpusError for a
+        bad one."""
+        if not raw.strip():
+            return None
+        text = _decode(raw, self.path, number)
+        if self.is_text:
+            return Record(self.path, number, _file_language(self.default_lang, Path(self.path)),
+                          (text.strip(),), len(raw))
+        return _parse_json(text, Path(self.path), number, self.default_lang, options, len(raw))
 
 
 def _decode(raw: bytes, path: str, line: int) -> str:
