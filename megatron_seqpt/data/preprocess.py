@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Sequence
 
@@ -393,7 +393,10 @@ def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_se
     records left out in input order."""
     documents = iter(encoded.items)
     skipped = list(encoded.skipped)
-    item, token = 0, 0
+    # Python lists, sliced per document: numpy's per-call cost would dominate short documents.
+    lengths = encoded.lengths.tolist()
+    offsets = [0, *accumulate(lengths)]
+    item = 0
     for lang, line in encoded.documents:
         for key in options.json_keys:
             count = next(documents)
@@ -405,19 +408,17 @@ def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_se
                     raise error
                 skipped.append(error)
                 continue
-            lengths = encoded.lengths[item:item + count]
-            size = int(lengths.sum())
+            start, end = offsets[item], offsets[item + count]
             summary = datasets.get((lang, key))
             if summary is None:
                 summary = datasets[lang, key] = DatasetSummary(
                     lang, key, dataset_prefix(output_prefix, lang, key, split_sentences))
-            outputs.add_document(summary.prefix, encoded.tokens[token:token + size],
-                                 lengths.tolist())
+            outputs.add_document(summary.prefix, encoded.tokens[start:end],
+                                 lengths[item:item + count])
             summary.documents += 1
             summary.sentences += count
-            summary.tokens += size
+            summary.tokens += end - start
             item += count
-            token += size
     for error in sorted(skipped, key=lambda error: error.line):
         skips.add(error)
 
