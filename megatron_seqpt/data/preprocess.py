@@ -401,7 +401,7 @@ def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_se
         for key in options.json_keys:
             count = next(documents)
             if not count:
-                error = CorpusError(chunk.source.path, line, "empty_document",
+                error = CorpusError(str(chunk.source.path), line, "empty_document",
                                     f"key '{key}' holds no text the tokenizer keeps (only "
                                     "characters it normalises away)")
                 if options.on_error == "fail":

@@ -150,7 +150,7 @@ class RecordSource:
     """How the lines of one input file become records; small and picklable, so that worker
     processes can parse lines that one process read."""
 
-    path: str
+    path: Path
     is_text: bool
     # The language of records that do not name one (--lang, else the file's stem).
     default_lang: str
@@ -161,18 +161,18 @@ class RecordSource:
         if is_text and len(options.json_keys) > 1:
             raise UserError(f"{path}: a text file holds one text per line; several "
                             "--json-keys apply to jsonl files only")
-        return cls(str(path), is_text, options.lang or path.stem)
+        return cls(path, is_text, options.lang or path.stem)
 
     def parse(self, number: int, raw: bytes, options: ReadOptions) -> Record | None:
         """Line ``number`` (raw bytes) as a record; None for a blank line; CorpusError for a
         bad one."""
         if not raw.strip():
             return None
-        text = _decode(raw, self.path, number)
+        text = _decode(raw, str(self.path), number)
         if self.is_text:
-            return Record(self.path, number, _file_language(self.default_lang, Path(self.path)),
+            return Record(str(self.path), number, _file_language(self.default_lang, self.path),
                           (text.strip(),), len(raw))
-        return _parse_json(text, Path(self.path), number, self.default_lang, options, len(raw))
+        return _parse_json(text, self.path, number, self.default_lang, options, len(raw))
 
 
 def _decode(raw: bytes, path: str, line: int) -> str:
