@@ -4,8 +4,9 @@
 
 Builds corpora of about --mb and --memory-mb megabytes from the default corpus (its records
 reshuffled for each repetition), trains a tokenizer on the default corpus, and measures in one run:
-- the ceiling: ``sp.encode(texts, num_threads=1)`` tokens/s on the corpus' first 10 MB of texts,
-  measured again next to each run (this machine's speed drifts; ratios use the adjacent one);
+- the ceiling: ``sp.encode(texts, num_threads=1)`` tokens/s on the corpus' first 10 MB of texts
+  at its best (garbage collector off, one call or preprocessing's batches), measured again next
+  to each run (this machine's speed drifts; ratios use the adjacent one);
 - ``preprocess`` tokens/s with each worker count, per document and with sentence splitting, and
   its ratio to (workers x ceiling); sentence splitting also without its fixed cost of learning
   Punkt per language ("steady");
@@ -20,6 +21,7 @@ Each preprocess run is a child process, so its memory is its own.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -34,7 +36,7 @@ import sentencepiece as spm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megatron_seqpt.data.preprocess import preprocess  # noqa: E402
+from megatron_seqpt.data.preprocess import OVERLAP_CHARS, preprocess  # noqa: E402
 from megatron_seqpt.text.corpus import default_corpus_path  # noqa: E402
 from megatron_seqpt.tokenizer.training import train_tokenizer  # noqa: E402
 
@@ -52,15 +54,32 @@ def make_corpus(path: Path, megabytes: float, seed: int = 0) -> Path:
 
 
 def ceiling(texts: list[str], model: Path) -> float:
-    """sentencepiece's batch encode rate (tokens/s, one thread) on these texts: the better of
-    two timings after a warm-up."""
+    """sentencepiece's encode rate (tokens/s, one thread) on these texts at its best: with
+    Python's garbage collector off (the lists it returns otherwise set off collections that
+    cost it 15-25% here, and preprocessing runs with the collector tuned), in one call and in
+    batches of OVERLAP_CHARS characters as preprocessing makes them; the best of two timings
+    of each after a warm-up."""
     sp = spm.SentencePieceProcessor(model_file=str(model))
     sp.encode(texts[:1000], num_threads=1)
+    batches, batch, size = [], [], 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= OVERLAP_CHARS:
+            batches.append(batch)
+            batch, size = [], 0
+    batches.append(batch)
     rates = []
-    for _ in range(2):
-        started = time.perf_counter()
-        tokens = sum(map(len, sp.encode(texts, num_threads=1)))
-        rates.append(tokens / (time.perf_counter() - started))
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for split in ([texts], batches) * 2:
+            started = time.perf_counter()
+            tokens = sum(len(ids) for part in split for ids in sp.encode(part, num_threads=1))
+            rates.append(tokens / (time.perf_counter() - started))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return max(rates)
 
 
