@@ -9,8 +9,8 @@ The input is read as a stream of raw lines by this process, cut into chunks of a
 ``chunk_bytes``, and parsed, split and tokenized by ``workers`` processes (this process reads
 and writes for all of them, so it does no more per line than it must); a bounded number of
 chunks is in flight and results are written in input order, so memory is flat in the corpus
-size and any worker count writes the same bytes. Outputs are committed only when complete (``indexed_writer``); an error, Ctrl-C or
-SIGTERM leaves no output at the final names.
+size and any worker count writes the same bytes. Outputs are committed only when complete
+(``indexed_writer``); an error, Ctrl-C or SIGTERM leaves no output at the final names.
 """
 
 from __future__ import annotations
