@@ -25,6 +25,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron_seqpt.config.schema import DataConfig
 from megatron_seqpt.data.prepare import prepare
 from megatron_seqpt.data.preprocess import (
+    _chunks,
     _ChunkEncoder,
     _EncoderSettings,
     _Submitted,
@@ -32,7 +33,7 @@ from megatron_seqpt.data.preprocess import (
     preprocess,
 )
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.text.corpus import CorpusError
+from megatron_seqpt.text.corpus import CorpusError, ReadOptions
 from megatron_seqpt.text.sentences import (
     MAX_PARAGRAPH_CHARS,
     SentenceSplitter,
@@ -202,6 +203,24 @@ def test_workers_parse_the_records_and_report_bad_ones_by_file_and_line(tmp_path
     assert summary.skips.first == {reason: f"{path}:{11 * (i + 1)}" for i, reason in
                                    enumerate(bad)}
     assert sum(d.documents for d in summary.datasets) == 10 * len(bad)
+
+
+def test_small_files_share_chunks_and_write_what_one_file_writes(tmp_path):
+    paths = [write_jsonl(tmp_path / f"in{i:02}.jsonl", GOOD[2 * i:2 * i + 2]) for i in range(20)]
+    bad = write_jsonl(tmp_path / "in10b.jsonl", [GOOD[0], BAD_LINES["invalid_json"]])
+    paths.insert(11, bad)
+    chunks = list(_chunks(paths, ReadOptions(), 4_000))
+    assert len(chunks) < len(paths) // 2
+    assert all(chunk.nbytes >= 4_000 for chunk in chunks[:-1])
+    assert [line for chunk in chunks for _, lines in chunk.parts for line in lines] == [
+        (number, raw) for path in paths
+        for number, raw in enumerate(path.read_bytes().splitlines(keepends=True), 1)]
+    summary = preprocess(paths, tmp_path / "many" / "x", tokenizer_model(), workers=2,
+                         chunk_bytes=4_000, on_error="skip", progress=False)
+    assert summary.skips.first == {"invalid_json": f"{bad}:2"}
+    one = write_jsonl(tmp_path / "one.jsonl", [*GOOD[:22], GOOD[0], *GOOD[22:40]])
+    preprocess([one], tmp_path / "one" / "x", tokenizer_model(), progress=False)
+    assert files(tmp_path / "many") == files(tmp_path / "one")
 
 
 def test_error_messages_say_what_to_do(tmp_path):

@@ -38,6 +38,7 @@ from megatron_seqpt.text.corpus import (
     ByteProgress,
     CorpusError,
     ReadOptions,
+    Record,
     RecordSource,
     Skips,
     check_inputs,
@@ -130,30 +131,35 @@ def default_workers(inputs: Sequence[Path]) -> int:
     return max(1, min(os.cpu_count() or 1, 16))
 
 
+# A chunk's lines from one input file: the file, and (line number, raw line) pairs.
+_Part = tuple[RecordSource, list[tuple[int, bytes]]]
+
+
 @dataclass
 class _Chunk:
-    """Raw lines of one input file on their way to a worker, which parses them."""
+    """Raw lines on their way to a worker, which parses them; one part per input file it
+    spans (small files share a chunk)."""
 
-    source: RecordSource
-    lines: list[tuple[int, bytes]] = field(default_factory=list)  # (line number, raw line)
+    parts: list[_Part] = field(default_factory=list)
     nbytes: int = 0
 
-    def payload(self) -> tuple[RecordSource, list[tuple[int, bytes]]]:
-        return self.source, self.lines
+    def payload(self) -> list[_Part]:
+        return self.parts
 
 
 @dataclass
 class _Encoded:
     """A chunk's tokens: all items concatenated, each item's length, items per document; and
-    its documents' (language, line) and the records left out (``on_error="skip"``)."""
+    its documents' (language, part, line) and the records left out (``on_error="skip"``) with
+    their part."""
 
     tokens: np.ndarray
     lengths: np.ndarray
     items: list[int]
     # Paragraphs too long for sentence splitting in one piece (cut into windows).
     cut_paragraphs: int = 0
-    documents: list[tuple[str, int]] = field(default_factory=list)
-    skipped: list[CorpusError] = field(default_factory=list)
+    documents: list[tuple[str, int, int]] = field(default_factory=list)
+    skipped: list[tuple[int, CorpusError]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -175,8 +181,8 @@ class _Submitted:
     per_document: list[int]
     batches: list[Future]
     cut_paragraphs: int
-    documents: list[tuple[str, int]] = field(default_factory=list)
-    skipped: list[CorpusError] = field(default_factory=list)
+    documents: list[tuple[str, int, int]] = field(default_factory=list)
+    skipped: list[tuple[int, CorpusError]] = field(default_factory=list)
 
 
 class _ChunkEncoder:
@@ -199,28 +205,18 @@ class _ChunkEncoder:
     def close(self) -> None:
         self._encoding.shutdown(wait=True, cancel_futures=True)
 
-    def __call__(self, payload: tuple[RecordSource, list[tuple[int, bytes]]]) -> _Encoded:
+    def __call__(self, payload: list[_Part]) -> _Encoded:
         return self.collect(self.submit(payload))
 
-    def submit(self, payload: tuple[RecordSource, list[tuple[int, bytes]]]) -> _Submitted:
+    def submit(self, payload: list[_Part]) -> _Submitted:
         """Parse the chunk's lines, split their texts (with sentence splitting) and queue
         their encoding. A bad record raises (``on_error="fail"``) or is kept for the report."""
-        source, lines = payload
         cut_before = self._cut_paragraphs()
         per_document: list[int] = []
         documents, skipped = [], []
         batches, batch, size = [], [], 0
-        for number, raw in lines:
-            try:
-                record = source.parse(number, raw, self.options)
-            except CorpusError as error:
-                if self.options.on_error == "fail":
-                    raise
-                skipped.append(error)
-                continue
-            if record is None:
-                continue
-            documents.append((record.lang, record.line))
+        for part, record in self._parsed(payload, skipped):
+            documents.append((record.lang, part, record.line))
             splitter = self.splitters[record.lang] if self.splitters else None
             for text in record.texts:
                 items = splitter.split(text) if splitter else [text]
@@ -233,6 +229,22 @@ class _ChunkEncoder:
         batches.append(self._encoding.submit(self._encode, batch))
         return _Submitted(per_document, batches, self._cut_paragraphs() - cut_before, documents,
                           skipped)
+
+    def _parsed(self, payload: list[_Part], skipped: list[tuple[int, CorpusError]]
+                ) -> Iterator[tuple[int, Record]]:
+        """The chunk's good records with their part; a bad one raises (``on_error="fail"``) or
+        goes to ``skipped``."""
+        for part, (source, lines) in enumerate(payload):
+            for number, raw in lines:
+                try:
+                    record = source.parse(number, raw, self.options)
+                except CorpusError as error:
+                    if self.options.on_error == "fail":
+                        raise
+                    skipped.append((part, error))
+                    continue
+                if record is not None:
+                    yield part, record
 
     def collect(self, submitted: _Submitted) -> _Encoded:
         """The chunk's tokens, once its batches are encoded (array operations, not a loop
@@ -286,7 +298,7 @@ def _start_worker(settings: _EncoderSettings) -> None:
     _worker_encoder = _ChunkEncoder(settings)
 
 
-def _encode_in_worker(payload: tuple[RecordSource, list[tuple[int, bytes]]]) -> _Encoded:
+def _encode_in_worker(payload: list[_Part]) -> _Encoded:
     return _worker_encoder(payload)
 
 
@@ -372,18 +384,22 @@ def _learn_punkt(inputs: Sequence[Path], options: ReadOptions, punkt_dir: str | 
 
 def _chunks(inputs: Sequence[Path], options: ReadOptions, chunk_bytes: int
             ) -> Iterator[_Chunk]:
-    """Each input file's raw lines in chunks of about ``chunk_bytes``: no parsing here."""
+    """The input files' raw lines in chunks of about ``chunk_bytes``: no parsing here."""
+    chunk = _Chunk()
     for path in inputs:
-        chunk = _Chunk(RecordSource.of(path, options))
-        with open(path, "rb") as lines:
-            for number, raw in enumerate(lines, 1):
-                chunk.lines.append((number, raw))
+        source = RecordSource.of(path, options)
+        lines: list[tuple[int, bytes]] = []
+        chunk.parts.append((source, lines))
+        with open(path, "rb") as file:
+            for number, raw in enumerate(file, 1):
+                lines.append((number, raw))
                 chunk.nbytes += len(raw)
                 if chunk.nbytes >= chunk_bytes:
                     yield chunk
-                    chunk = _Chunk(chunk.source)
-        if chunk.lines:
-            yield chunk
+                    lines = []
+                    chunk = _Chunk([(source, lines)])
+    if chunk.nbytes:
+        yield chunk
 
 
 def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_sentences: bool,
@@ -397,16 +413,16 @@ def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_se
     lengths = encoded.lengths.tolist()
     offsets = [0, *accumulate(lengths)]
     item = 0
-    for lang, line in encoded.documents:
+    for lang, part, line in encoded.documents:
         for key in options.json_keys:
             count = next(documents)
             if not count:
-                error = CorpusError(str(chunk.source.path), line, "empty_document",
+                error = CorpusError(str(chunk.parts[part][0].path), line, "empty_document",
                                     f"key '{key}' holds no text the tokenizer keeps (only "
                                     "characters it normalises away)")
                 if options.on_error == "fail":
                     raise error
-                skipped.append(error)
+                skipped.append((part, error))
                 continue
             start, end = offsets[item], offsets[item + count]
             summary = datasets.get((lang, key))
@@ -419,7 +435,7 @@ def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_se
             summary.sentences += count
             summary.tokens += end - start
             item += count
-    for error in sorted(skipped, key=lambda error: error.line):
+    for _, error in sorted(skipped, key=lambda skip: (skip[0], skip[1].line)):
         skips.add(error)
 
 
