@@ -197,6 +197,19 @@ def test_a_child_the_run_forked_dies_with_it():
             pass
 
 
+def test_the_interrupt_handler_has_what_it_needs_before_a_run_starts():
+    """A second Ctrl-C once landed while megatron-core's first checkpoint save was importing
+    psutil: the handler's own ``import psutil`` found the half-initialised module and the run
+    died with an AttributeError instead of exit status 130. What the handler uses must be
+    imported with it, before any signal can arrive."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys\n"
+         "import megatron_seqpt.training.preemption\n"
+         "print(hasattr(sys.modules.get('psutil'), 'Process'))"],
+        capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert loaded == "True"
+
+
 def test_an_interrupted_command_ends_its_helper_processes_before_it_returns(tmp_path):
     """A second Ctrl-C can land while megatron-core's checkpoint results manager (a spawned
     child) is still starting; if the command leaves it to die with the process, it finds the

@@ -22,9 +22,15 @@ before it exits (``stop_spawned_children``).
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
+
+# Imported here, not in stop_spawned_children: it runs in signal handlers, and a signal that
+# lands while a first ``import psutil`` elsewhere is half done (megatron-core's first checkpoint
+# save imports it) would find the module half initialised.
+import psutil
 
 _PR_SET_PDEATHSIG = 1
 # multiprocessing's spawn start method runs the child as ``python -c ... --multiprocessing-fork``.
@@ -69,10 +75,6 @@ def stop_spawned_children(timeout: float = 10.0) -> None:
     through the OS rather than multiprocessing, which has not yet registered a child whose
     start the abort interrupted; one still starting would otherwise read its set-up from a
     closed pipe, or write its address to one, and print a traceback before it dies."""
-    import multiprocessing
-
-    import psutil
-
     killed = set()
     for child in psutil.Process().children():
         try:
