@@ -93,7 +93,15 @@ def test_cpu_models_draw_every_mask_with_it(kind, single_process, cache_dir):
     assert any(isinstance(m, cpu_dropout.Dropout) for m in modules)
     layers = [m for m in modules if isinstance(m, TransformerLayer)]
     assert layers and all(layer.mlp_bda is cpu_dropout.bias_dropout_add for layer in layers)
-    assert cpu_dropout.bias_dropout_add(True, False) is cpu_dropout._bias_dropout_add_train
+    # In training, a layer's bias-dropout-add drops (x + bias) with the rounded probability,
+    # scales what it keeps, and adds the residual.
+    layer = layers[0]
+    torch.manual_seed(0)
+    x, bias, residual = torch.rand(N) + 0.5, torch.rand(N), torch.rand(N)
+    added = layer.mlp_bda(True, layer.config.bias_dropout_fusion)((x, bias), residual, 0.5)
+    dropped = (added - residual).abs() < 1e-6
+    assert abs(dropped.float().mean().item() - rounded_drop_probability(0.5)) < 6 * 0.5 / N ** 0.5
+    torch.testing.assert_close(added[~dropped], (residual + 2 * (x + bias))[~dropped])
 
 
 @pytest.mark.parametrize("kind", ["encoder", "t5"])
