@@ -84,5 +84,9 @@ def stop_spawned_children(timeout: float = 10.0) -> None:
         except psutil.NoSuchProcess:
             pass
     for child in multiprocessing.active_children():  # reaps those multiprocessing knows
+        # One started but not yet through exec still shows this process's command line.
+        if isinstance(child, multiprocessing.context.SpawnProcess) and child.pid not in killed:
+            child.kill()
+            killed.add(child.pid)
         if child.pid in killed:
             child.join(timeout)
