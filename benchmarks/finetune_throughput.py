@@ -39,7 +39,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from peer_process import PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer, serve
+from peer_process import (PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer,
+                          peer_environment, serve)
 from project_steps import PhaseClock, clocked, record_batches, timed_steps
 
 GOAL = 1.0
@@ -121,8 +122,8 @@ def hf_peer() -> None:
 
 
 class Peer(PeerProcess):
-    def __init__(self, setup: dict):
-        super().__init__(__file__, setup)
+    def __init__(self, setup: dict, allocator: str):
+        super().__init__(__file__, setup, peer_environment(allocator))
 
     def time(self, model: str, first_step: int, steps: int) -> dict[str, float]:
         return self.ask({"model": model, "first_step": first_step, "steps": steps})
@@ -156,7 +157,7 @@ def bench_task(args, task: str, tokenizer_model: str, tmp: Path) -> None:
                              (args.warmup + args.rounds * args.steps) * micro)
     batch_file = tmp / f"{task}-batches.pt"
     torch.save(peer_batches(batches), batch_file)
-    peer = Peer(peer_setup(trainer, args, batch_file))
+    peer = Peer(peer_setup(trainer, args, batch_file), args.peer_allocator)
     peers = PEERS[trainer.workload.kind]
     clock = clocked(trainer)
     time_project(trainer, clock, args.warmup)
@@ -175,6 +176,8 @@ def bench_task(args, task: str, tokenizer_model: str, tmp: Path) -> None:
 
 
 def report(args, task: str, trainer, batches: list[dict], times: dict, info: dict) -> None:
+    from megatron_seqpt.runtime import allocator
+
     lengths = [b["text"].shape[1] for b in batches]
     tokens = sum(int(b["padding_mask"].sum()) for b in batches) / sum(b["text"].numel()
                                                                       for b in batches)
@@ -185,8 +188,10 @@ def report(args, task: str, trainer, batches: list[dict], times: dict, info: dic
           f"to {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}, "
           f"{tokens:.0%} real); fp32, {torch.get_num_threads()} threads; {args.rounds} rounds "
           f"of {args.steps} steps after {args.warmup} warm-up")
-    print(f"{PROJECT}: {trainer.impl.describe()}; transformers {info['transformers']}, "
-          f"attention: {', '.join(f'{k} {v}' for k, v in info['attention'].items())}")
+    print(f"{PROJECT}: {trainer.impl.describe()}, malloc {allocator.loaded()}; transformers "
+          f"{info['transformers']}, attention: "
+          f"{', '.join(f'{k} {v}' for k, v in info['attention'].items())}, "
+          f"malloc {info['allocator']}")
     print(f"{'':42s}{'ms/step (range)':>24s}{'examples/s':>12s}"
           + "".join(f"{phase + ' ms':>14s}" for phase in (*PEER_PHASES, "rest")))
     median_ms = {}
@@ -228,6 +233,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.peer:
         return hf_peer()
+    from megatron_seqpt.runtime.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # the project's side on the allocator seqpt runs on
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
         tokenizer_model = built_in_tokenizer(Path(tmp) / "cache")

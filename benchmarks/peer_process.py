@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,10 @@ def add_peer_arguments(parser: argparse.ArgumentParser, rounds: int = 5) -> None
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads, the same in both processes")
+    parser.add_argument("--peer-allocator", choices=("system", "tcmalloc"), default="system",
+                        help="the peer's malloc: system (a clean process, as transformers runs "
+                             "by default; the default) or tcmalloc (what seqpt and the project "
+                             "side of this benchmark run on where the machine has it)")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -62,8 +67,8 @@ def serve(models: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.
 
     assert not [name for name in sys.modules if name.startswith("megatron")]
     attention = {name: model.config._attn_implementation for name, model in models.items()}
-    print(json.dumps({"transformers": transformers.__version__, "attention": attention}),
-          flush=True)
+    print(json.dumps({"transformers": transformers.__version__, "attention": attention,
+                      "allocator": allocator_in_use()}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         name = request["model"]
@@ -71,11 +76,26 @@ def serve(models: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.
                                   request["first_step"], request["steps"], clip)), flush=True)
 
 
+def allocator_in_use() -> str:
+    """``tcmalloc`` where this process has it mapped, else ``system`` (read here rather than
+    from the project, which the peer's process does not import)."""
+    with open("/proc/self/maps") as maps:
+        return "tcmalloc" if "libtcmalloc" in maps.read() else "system"
+
+
+def peer_environment(allocator: str) -> dict[str, str]:
+    """This process's environment for a peer on ``allocator`` (the project's side of a
+    benchmark may have re-executed itself on tcmalloc, which a child would inherit)."""
+    from megatron_seqpt.runtime.allocator import environment
+
+    return environment(os.environ, allocator)
+
+
 class PeerProcess:
     """``script --peer``, given ``setup`` as its first request; ``ask`` sends the next."""
 
-    def __init__(self, script: str, setup: dict):
-        self.process = subprocess.Popen([sys.executable, script, "--peer"], text=True,
+    def __init__(self, script: str, setup: dict, env: dict[str, str] | None = None):
+        self.process = subprocess.Popen([sys.executable, script, "--peer"], text=True, env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.info = self.ask(setup)
 

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import torch
 from machine_limit import matmul_rate, transformer_gemms
-from peer_process import PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer, serve
+from peer_process import (PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer,
+                          peer_environment, serve)
 from project_steps import clocked, record_batches, timed_steps
 
 GOAL = 1.25
@@ -163,7 +164,8 @@ def bench_kind(args, kind: str, tmp: Path) -> None:
     batches = record_batches(padded, (args.warmup + args.rounds * args.steps) * micro)
     batch_file = tmp / f"{kind}-batches.pt"
     torch.save(peer_batches(kind, batches), batch_file)
-    peer = PeerProcess(__file__, peer_setup(trainer, args, kind, batch_file))
+    peer = PeerProcess(__file__, peer_setup(trainer, args, kind, batch_file),
+                       peer_environment(args.peer_allocator))
     clock = clocked(trainer, components=True)
     time_project(trainer, clock, args.warmup)
     for name in PEERS[kind]:
@@ -217,14 +219,16 @@ def executed_work(trainer, args, kind: str, batches: list[dict]) -> Work:
 
 def report(args, kind: str, trainer, times: dict, info: dict, padded: Work,
            project: Work) -> None:
+    from megatron_seqpt.runtime import allocator
+
     tokens = args.global_batch * (args.seq + (args.dec_seq if kind == "t5" else 0))
     print(f"\n{kind}: h{args.hidden} L{args.layers} heads {args.heads} ffn {args.ffn} "
           f"vocab {trainer.vocab_size} seq {args.seq}"
           f"{f'/{args.dec_seq}' if kind == 't5' else ''} batch {args.global_batch} "
           f"({trainer.num_microbatches} x {args.micro_batch}), fp32, {args.threads} threads, "
           f"{args.rounds} rounds of {args.steps} steps after {args.warmup}")
-    print(f"{PROJECT}: {trainer.impl.describe()}; transformers {info['transformers']}, "
-          f"attention {info['attention']}")
+    print(f"{PROJECT}: {trainer.impl.describe()}, malloc {allocator.loaded()}; transformers "
+          f"{info['transformers']}, attention {info['attention']}, malloc {info['allocator']}")
     print(f"model FLOPs per step {padded.flops:.3e} at the padded lengths; torch.matmul at "
           f"those GEMM shapes: {padded.rate / 1e9:.1f} GFLOP/s")
     if project is not padded:
@@ -278,6 +282,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.peer:
         return hf_peer()
+    from megatron_seqpt.runtime.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # the project's side on the allocator seqpt runs on
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:

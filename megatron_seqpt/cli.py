@@ -62,7 +62,13 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Run ``seqpt COMMAND ...``; ``prog`` names a script that stands for one command."""
+    """Run ``seqpt COMMAND ...``; ``prog`` names a script that stands for one command. Started
+    as a process (``argv`` None), it first re-executes itself on tcmalloc where the machine has
+    it (runtime/allocator.py)."""
+    if argv is None:
+        from megatron_seqpt.runtime.allocator import reexec_with_tcmalloc
+
+        reexec_with_tcmalloc()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         _top_parser().parse_args(argv[:1] or ["--help"])

@@ -2,8 +2,9 @@
 
 import argparse
 import importlib.metadata
+import os
 
-from megatron_seqpt.runtime import backend, launch_env
+from megatron_seqpt.runtime import allocator, backend, launch_env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"backend:  {found.describe()} (torch.distributed: {found.dist_backend})")
     print(f"launcher: {launch.launcher} rank={launch.rank} world_size={launch.world_size} "
           f"local_rank={launch.local_rank} rendezvous={launch.init_method}")
+    library = allocator.find_tcmalloc()
+    print(f"allocator: {allocator.loaded()} (tcmalloc library: "
+          f"{library or 'none found; apt-get install libtcmalloc-minimal4'}; "
+          f"{allocator.ENV_CHOICE}={allocator.wanted(os.environ)})")
     for package in ("megatron-core", "sentencepiece", "nltk", "transformer-engine"):
         print(f"{package + ':':<20}{_version(package)}")
     return 0
