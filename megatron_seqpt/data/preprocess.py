@@ -235,16 +235,9 @@ class _ChunkEncoder:
         """The chunk's good records with their part; a bad one raises (``on_error="fail"``) or
         goes to ``skipped``."""
         for part, (source, lines) in enumerate(payload):
-            for number, raw in lines:
-                try:
-                    record = source.parse(number, raw, self.options)
-                except CorpusError as error:
-                    if self.options.on_error == "fail":
-                        raise
-                    skipped.append((part, error))
-                    continue
-                if record is not None:
-                    yield part, record
+            for record in source.records(lines, self.options,
+                                         lambda error, part=part: skipped.append((part, error))):
+                yield part, record
 
     def collect(self, submitted: _Submitted) -> _Encoded:
         """The chunk's tokens, once its batches are encoded (array operations, not a loop

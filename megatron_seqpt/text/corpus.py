@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 from tqdm import tqdm
 
@@ -132,17 +132,8 @@ def read_records(paths: Sequence[str | Path], options: ReadOptions,
     for path in check_inputs(paths):
         source = RecordSource.of(path, options)
         with open(path, "rb") as lines:
-            for number, raw in enumerate(lines, 1):
-                try:
-                    record = source.parse(number, raw, options)
-                except CorpusError as error:
-                    if options.on_error == "fail":
-                        raise
-                    if skips is not None:
-                        skips.add(error)
-                    continue
-                if record is not None:
-                    yield record
+            yield from source.records(enumerate(lines, 1), options,
+                                      skips.add if skips is not None else lambda error: None)
 
 
 @dataclass(frozen=True)
@@ -173,6 +164,21 @@ class RecordSource:
             return Record(str(self.path), number, _file_language(self.default_lang, self.path),
                           (text.strip(),), len(raw))
         return _parse_json(text, self.path, number, self.default_lang, options, len(raw))
+
+    def records(self, lines: Iterable[tuple[int, bytes]], options: ReadOptions,
+                skip: Callable[[CorpusError], None]) -> Iterator[Record]:
+        """The good records of these (line number, raw line) pairs; a bad one raises
+        (``on_error="fail"``) or goes to ``skip``."""
+        for number, raw in lines:
+            try:
+                record = self.parse(number, raw, options)
+            except CorpusError as error:
+                if options.on_error == "fail":
+                    raise
+                skip(error)
+                continue
+            if record is not None:
+                yield record
 
 
 def _decode(raw: bytes, path: str, line: int) -> str:
