@@ -20,6 +20,7 @@ changes.
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import os
 import sys
 from pathlib import Path
@@ -31,8 +32,10 @@ CHOICES = ("tcmalloc", "system")
 TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
 
 
+@functools.lru_cache(maxsize=1)
 def find_tcmalloc() -> Optional[str]:
-    """The tcmalloc library the dynamic linker would load, or None."""
+    """The tcmalloc library the dynamic linker would load, or None (asked once per process:
+    each question runs ``ldconfig -p``)."""
     for name in TCMALLOC_NAMES:
         found = ctypes.util.find_library(name)
         if found:
