@@ -1,6 +1,11 @@
 """Preprocessing throughput and memory, next to sentencepiece's own encode rate on the same text.
 
     python benchmarks/preprocess_throughput.py [--mb 50] [--memory-mb 100] [--workers 1 2]
+        [--corpus FILE.jsonl]
+
+``--corpus`` measures on a given JSONL corpus (``text`` and ``lang`` keys) instead, for
+example real, unrepeated text made by ``benchmarks/fortunes_corpus.py``; the memory comparison
+is then skipped.
 
 Builds corpora of about --mb and --memory-mb megabytes from the default corpus (its records
 reshuffled for each repetition), trains a tokenizer on the default corpus, and measures in one run:
@@ -140,11 +145,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs per setting; the fastest counts (this machine is shared)")
+    parser.add_argument("--corpus", type=Path,
+                        help="a JSONL corpus to measure on instead of the repeated default one")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="seqpt-bench-") as tmp:
         root = Path(tmp)
         model = train_tokenizer([default_corpus_path()], 4000, root / "tok", progress=False)
-        corpus = make_corpus(root / "corpus.jsonl", args.mb)
+        corpus = args.corpus or make_corpus(root / "corpus.jsonl", args.mb)
         texts = corpus_texts(corpus, 10)
         print(f"corpus {corpus.stat().st_size / 1e6:.1f} MB; ratios are tokens/s per worker over "
               "sentencepiece's own encode rate (1 thread), the ceiling")
@@ -163,6 +170,8 @@ def main() -> None:
                       f"{speed:>11,.0f} {speed / workers / rate:>11.2f} "
                       f"{steady / workers / rate:>14.2f} {r['cpu_seconds'] / r['seconds']:>11.2f} "
                       f"{r['peak_mb']:>12.0f}")
+        if args.corpus:
+            return
         workers = max(args.workers)
         big = make_corpus(root / "big.jsonl", args.memory_mb, seed=1)
         bigger = measured_run(big, model, root / "out" / "y", workers, True)

@@ -223,6 +223,32 @@ def test_small_files_share_chunks_and_write_what_one_file_writes(tmp_path):
     assert files(tmp_path / "many") == files(tmp_path / "one")
 
 
+@pytest.mark.parametrize("split", [True, False])
+def test_interleaved_languages_and_keys_go_to_their_datasets_in_order(sp, tmp_path, split):
+    """A chunk's documents are written with one call per dataset: records of all languages
+    shuffled together, two keys each, reach each (language, key) dataset in input order."""
+    rng = random.Random(0)
+    rows = [dict(r, title=r["text"].split("\n")[0][:60]) for r in records()]
+    rng.shuffle(rows)
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(), workers=1,
+                         split_sentences=split, json_keys=("text", "title"), append_eod=True,
+                         chunk_bytes=20_000, progress=False)
+    if split:
+        surveys = survey_languages((r["lang"], r[key]) for r in rows for key in ("text", "title"))
+        splitters = {lang: SentenceSplitter(lang, p) for lang, p in
+                     learn_splitters({lang: s.sample for lang, s in surveys.items()}).items()}
+    for dataset in summary.datasets:
+        texts = [row[dataset.key] for row in rows if row["lang"] == dataset.lang]
+        expected = []
+        for text in texts:
+            items = sp.encode(splitters[dataset.lang].split(text) if split else [text])
+            expected.append(items[:-1] + [items[-1] + [EOS_ID]])
+        assert [[list(item) for item in doc] for doc in documents(dataset.prefix)] == expected
+        assert (dataset.documents, dataset.sentences) == (len(texts), sum(map(len, expected)))
+    assert len(summary.datasets) == 2 * len(LANGS)
+
+
 def test_error_messages_say_what_to_do(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [GOOD[0], BAD_LINES["missing_key"]])
     with pytest.raises(CorpusError, match=r"in.jsonl:2: record has no key 'text' \(it has: "

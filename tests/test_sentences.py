@@ -11,12 +11,14 @@ from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTr
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.tasks.builtin import builtin_task
 from megatron_seqpt.text.sentences import (
+    MAX_PARAGRAPH_CHARS,
     CachedPunkt,
     MultilingualLanguageVars,
     SentenceSplitter,
     learn_punkt,
     learn_splitters,
     load_punkt_dir,
+    merge_surveys,
     survey_languages,
     uses_punkt,
 )
@@ -209,6 +211,28 @@ def test_punkt_learns_the_parameters_nltk_learns(lang):
         dict(expected.ortho_context))
 
 
+@pytest.mark.parametrize("lang", ["en", "de", "hi"])
+def test_punkt_learns_the_parameters_nltk_learns_from_random_text(lang):
+    """The language's text mixed with random paragraphs, blank lines between some: words seen
+    with and without a period, rare abbreviations before lower-case words, initials, numbers
+    and ellipses."""
+    rng = random.Random(lang)
+    text = "\n".join(builtin_texts(lang))
+    params = learn_punkt(text)
+    words = sorted(set(re.findall(r"\w+", text)))
+    lines = [random_paragraph(rng, params, words) for _ in range(3000)] + text.split("\n")
+    rng.shuffle(lines)
+    sample = "".join(line + rng.choice(["\n", "\n", "\n\n", "\n \n"]) for line in lines)
+    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars())
+    trainer.train(sample, finalize=True)
+    expected, learned = trainer.get_params(), learn_punkt(sample)
+    assert len(expected.abbrev_types) > 3 and expected.ortho_context
+    assert (learned.abbrev_types, learned.collocations, learned.sent_starters,
+            dict(learned.ortho_context)) == (
+        expected.abbrev_types, expected.collocations, expected.sent_starters,
+        dict(expected.ortho_context))
+
+
 def test_survey_keeps_a_bounded_sample():
     surveys = survey_languages(((r["lang"], r["text"]) for r in records()), sample_chars=1000)
     assert sorted(surveys) == LANGS
@@ -216,3 +240,45 @@ def test_survey_keeps_a_bounded_sample():
         texts = texts_of(lang)
         assert survey.documents == len(texts) and survey.chars == sum(map(len, texts))
         assert 1000 <= survey.sample_chars < 1000 + max(map(len, texts))
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "hi", "ja"])
+def test_split_gives_the_sentences_of_spans(splitters, lang):
+    """``split`` goes line by line without offsets; its sentences are those of ``spans`` on
+    multi-line texts with blank and whitespace-only lines, lines that hold a mark only at their
+    end, other line-end whitespace, and a line long enough to be cut into windows."""
+    rng = random.Random(lang)
+    params = splitters[lang]._punkt._params if splitters[lang]._punkt else PunktParameters()
+    words = sorted(set(re.findall(r"\w+", "\n".join(texts_of(lang)))))
+    lines = [random_paragraph(rng, params, words) for _ in range(2000)]
+    lines += ["", " ", "\t \xa0", "Ends here.", "Ends here. ", "Ends. here\r", "x.\u2028y",
+              " lead. Trail ", "。", "a. b\r"]
+    # Lines Punkt need not see, and lines it must see only for their other whitespace.
+    plain = ["  indented words", "words\t", "\xa0Ends here.", "Ends here.  ", "Two. Ends."]
+    plain += [f"Ends.{space}here" for space in ("\t", "\xa0", "\u2028", "\x0b", "\u3000")]
+    texts = ["\n".join(rng.choices(pool, k=rng.randint(1, 12)))
+             for pool in (lines, plain, plain[:5]) for _ in range(500)]
+    texts += texts_of(lang) + ["\n".join(lines)] + [" ".join(words) * 3]
+    assert any(len(t) > MAX_PARAGRAPH_CHARS for t in texts)
+    splitter = SentenceSplitter(lang, splitters[lang]._punkt._params
+                                if splitters[lang]._punkt else None)
+    for text in texts:
+        assert splitter.split(text) == [text[a:b] for a, b in splitter.spans(text)]
+
+
+@pytest.mark.parametrize("sample_chars", [1000, 20_000, 10**9])
+def test_surveys_of_consecutive_pieces_merge_into_the_survey_of_the_whole(sample_chars):
+    """Workers survey chunks of the input; merged in order, that is the one-process survey."""
+    rng = random.Random(sample_chars)
+    texts = [(r["lang"], r["text"]) for r in records()] * 3
+    rng.shuffle(texts)
+    cuts = sorted(rng.sample(range(1, len(texts)), 30))
+    pieces = [texts[a:b] for a, b in zip([0, *cuts], [*cuts, len(texts)])]
+    merged = merge_surveys((survey_languages(piece, sample_chars) for piece in pieces),
+                           sample_chars)
+    whole = survey_languages(texts, sample_chars)
+    assert list(merged) == list(whole)
+    for lang, survey in whole.items():
+        assert (merged[lang].documents, merged[lang].chars, merged[lang].sample,
+                merged[lang].sample_chars) == (survey.documents, survey.chars, survey.sample,
+                                               survey.sample_chars)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from megatron.core.datasets.indexed_dataset import (
@@ -61,13 +60,18 @@ class IndexedOutputs:
                 raise write_error(err, temporary) from None
         return self._builders[prefix]
 
-    def add_document(self, prefix: str, tokens: np.ndarray, lengths: Sequence[int]) -> None:
-        """One document whose items (sentences) have these lengths, in order."""
+    def add_documents(self, prefix: str, tokens: np.ndarray, lengths: np.ndarray,
+                      items: np.ndarray) -> None:
+        """Documents in order, in one write: their tokens, the lengths of their items
+        (sentences) and each one's number of items (at least 1)."""
         builder = self.builder(prefix)
         try:
-            builder.add_document(tokens, lengths)
+            builder.add_document(tokens, lengths.tolist())
         except OSError as err:
             raise write_error(err, self._temporary(prefix, ".bin")) from None
+        # megatron-core's builder ended one document there; these are len(items).
+        start = builder.document_indices[-2]
+        builder.document_indices[-1:] = (start + np.cumsum(items)).tolist()
 
     def commit(self) -> list[str]:
         """Finish every dataset, then move them all to their final names."""

@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import accumulate, chain
+from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Sequence
 
@@ -45,9 +45,12 @@ from megatron_seqpt.text.corpus import (
 )
 from megatron_seqpt.text.sentences import (
     MAX_PARAGRAPH_CHARS,
+    LanguageSurvey,
     SentenceSplitter,
     learn_splitters,
+    merge_surveys,
     survey_inputs,
+    survey_languages,
 )
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import load_processor
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
@@ -319,8 +322,8 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
     started = time.perf_counter()
     dtype = token_dtype(load_processor(Path(model_file)).vocab_size())
     with _sigterm_as_interrupt(), _tuned_interpreter():
-        punkt = (_learn_punkt(inputs, options, punkt_dir, workers, progress) if split_sentences
-                 else None)
+        punkt = (_learn_punkt(inputs, options, punkt_dir, workers, chunk_bytes, progress)
+                 if split_sentences else None)
         punkt_seconds = time.perf_counter() - started if split_sentences else 0.0
         settings = _EncoderSettings(str(model_file), punkt, append_eod, dtype, options)
         datasets, skips, cut = _tokenize(inputs, options, output_prefix, split_sentences,
@@ -365,14 +368,34 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
 
 
 def _learn_punkt(inputs: Sequence[Path], options: ReadOptions, punkt_dir: str | Path | None,
-                 workers: int, progress: bool) -> dict[str, PunktParameters | None]:
-    """The first pass: a bounded text sample per language, and Punkt parameters from it."""
-    surveys = survey_inputs(inputs, options, progress=progress)
-    samples = {lang: survey.sample for lang, survey in surveys.items()}
+                 workers: int, chunk_bytes: int, progress: bool
+                 ) -> dict[str, PunktParameters | None]:
+    """The first pass: a bounded text sample per language, and Punkt parameters from it. With
+    several workers they parse the input for the samples (one process reading and parsing
+    it, ~25 MB/s, would hold up a run whose main pass many workers share) and learn the
+    languages in parallel."""
     if workers == 1:
-        return learn_splitters(samples, punkt_dir)
-    with OrderedWorkers(workers, _tune_interpreter, name="punkt-worker") as pool:
-        return learn_splitters(samples, punkt_dir, pool.map)
+        surveys = survey_inputs(inputs, options, progress=progress)
+        return learn_splitters({lang: s.sample for lang, s in surveys.items()}, punkt_dir)
+    with OrderedWorkers(workers, _tune_interpreter, name="punkt-worker") as pool, \
+            ByteProgress(inputs, "surveying languages", progress) as bar:
+        def surveyed_chunks() -> Iterator[dict[str, LanguageSurvey]]:
+            for chunk, survey in pool.imap(_survey_chunk, _chunks(inputs, options, chunk_bytes),
+                                           lambda chunk: (chunk.parts, options)):
+                bar.bar.update(chunk.nbytes)
+                yield survey
+
+        surveys = merge_surveys(surveyed_chunks())
+        return learn_splitters({lang: s.sample for lang, s in surveys.items()}, punkt_dir,
+                               pool.map)
+
+
+def _survey_chunk(task: tuple[list[_Part], ReadOptions]) -> dict[str, LanguageSurvey]:
+    """A chunk's survey, in a worker; bad records are the main pass's to raise or count."""
+    parts, options = task
+    return survey_languages((record.lang, text) for source, lines in parts
+                            for record in source.records(lines, options, lambda error: None)
+                            for text in record.texts)
 
 
 def _chunks(inputs: Sequence[Path], options: ReadOptions, chunk_bytes: int
@@ -398,38 +421,69 @@ def _chunks(inputs: Sequence[Path], options: ReadOptions, chunk_bytes: int
 def _write(chunk: _Chunk, encoded: _Encoded, output_prefix: str | Path, split_sentences: bool,
            options: ReadOptions, skips: Skips, outputs: IndexedOutputs,
            datasets: dict[tuple[str, str], DatasetSummary]) -> None:
-    """Append a chunk's documents, in input order, to their language's dataset, and count the
-    records left out in input order."""
-    documents = iter(encoded.items)
+    """Append a chunk's documents to their datasets (each in input order) with one write per
+    dataset, and count the records left out in input order. A call per document cost as much
+    as parsing the records, on short documents."""
     skipped = list(encoded.skipped)
-    # Python lists, sliced per document: numpy's per-call cost would dominate short documents.
-    lengths = encoded.lengths.tolist()
-    offsets = [0, *accumulate(lengths)]
-    item = 0
+    # The dataset of each (document, key) in order, as an index into ``targets``; -1 for one
+    # without tokens, which holds no items.
+    targets: list[DatasetSummary] = []
+    slots: dict[tuple[str, str], int] = {}
+    slot_of_document = []
+    counts = iter(encoded.items)
     for lang, part, line in encoded.documents:
         for key in options.json_keys:
-            count = next(documents)
-            if not count:
+            if not next(counts):
                 error = CorpusError(str(chunk.parts[part][0].path), line, "empty_document",
                                     f"key '{key}' holds no text the tokenizer keeps (only "
                                     "characters it normalises away)")
                 if options.on_error == "fail":
                     raise error
                 skipped.append((part, error))
+                slot_of_document.append(-1)
                 continue
-            start, end = offsets[item], offsets[item + count]
-            summary = datasets.get((lang, key))
-            if summary is None:
-                summary = datasets[lang, key] = DatasetSummary(
-                    lang, key, dataset_prefix(output_prefix, lang, key, split_sentences))
-            outputs.add_document(summary.prefix, encoded.tokens[start:end],
-                                 lengths[item:item + count])
-            summary.documents += 1
-            summary.sentences += count
-            summary.tokens += end - start
-            item += count
+            slot = slots.get((lang, key))
+            if slot is None:
+                summary = datasets.get((lang, key))
+                if summary is None:
+                    summary = datasets[lang, key] = DatasetSummary(
+                        lang, key, dataset_prefix(output_prefix, lang, key, split_sentences))
+                slot = slots[lang, key] = len(targets)
+                targets.append(summary)
+            slot_of_document.append(slot)
+    items = np.asarray(encoded.items, dtype=np.int64)
+    documents = np.asarray(slot_of_document, dtype=np.int64)
+    for slot, tokens, lengths, per_document in _grouped(documents, items, encoded.lengths,
+                                                        encoded.tokens, len(targets)):
+        summary = targets[slot]
+        outputs.add_documents(summary.prefix, tokens, lengths, per_document)
+        summary.documents += len(per_document)
+        summary.sentences += len(lengths)
+        summary.tokens += len(tokens)
     for _, error in sorted(skipped, key=lambda skip: (skip[0], skip[1].line)):
         skips.add(error)
+
+
+def _grouped(slots: np.ndarray, items: np.ndarray, lengths: np.ndarray, tokens: np.ndarray,
+             count: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(slot, its tokens, its item lengths, its items per document) for each slot that the
+    documents (``slots``, each with ``items`` items of ``lengths``) go to, order kept within."""
+    item_slots = np.repeat(slots, items)
+    if count == 1:
+        yield 0, tokens, lengths, items[slots == 0]
+        return
+    # A stable sort by slot keeps each slot's documents in order (a radix sort on 16 bits).
+    key_type = np.int16 if count < 2**15 else np.int64
+    token_slots = np.repeat(item_slots, lengths).astype(key_type)
+    token_order = np.argsort(token_slots, kind="stable")
+    item_order = np.argsort(item_slots.astype(key_type), kind="stable")
+    token_ends = np.cumsum(np.bincount(token_slots, minlength=count))
+    item_ends = np.cumsum(np.bincount(item_slots, minlength=count))
+    for slot in range(count):
+        token_start = token_ends[slot - 1] if slot else 0
+        item_start = item_ends[slot - 1] if slot else 0
+        yield (slot, tokens[token_order[token_start:token_ends[slot]]],
+               lengths[item_order[item_start:item_ends[slot]]], items[slots == slot])
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Sentence splitting for many languages with nltk's Punkt, learned from the corpus itself.
 
 nltk's pretrained Punkt models cannot be downloaded here, so each language's Punkt parameters
-(abbreviations, collocations, sentence starters) are learned with ``PunktTrainer`` from a
+(abbreviations, collocations, sentence starters) are learned as ``PunktTrainer`` learns them from a
 bounded sample of that language's text, or loaded from a directory in nltk's ``punkt_tab``
 format. Punkt is told about more sentence-final marks than '.', '?', '!': the Devanagari danda
 and the Arabic, Urdu, Armenian and Ethiopic marks. Scripts that write no space between
@@ -25,19 +25,18 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import nltk.data
-import regex
 from nltk.data import FileSystemPathPointer
 from nltk.tokenize.punkt import (
     PunktLanguageVars,
     PunktParameters,
     PunktSentenceTokenizer,
     PunktToken,
-    PunktTrainer,
     load_punkt_params,
 )
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import ByteProgress, ReadOptions, Skips, read_records
+from megatron_seqpt.text.punkt_training import train_punkt, unguarded
 
 # Languages written without spaces between sentences (ISO 639-1 and -3 primary subtags).
 NO_SPACE_LANGUAGES = frozenset({"ja", "jpn", "zh", "zho", "cmn", "yue", "wuu", "th", "tha",
@@ -72,20 +71,26 @@ PAIR_CACHE_SIZE = 1 << 15
 WORD_CACHE_SIZE = 1 << 15
 
 
+# nltk's patterns for a word's facts, without their guard (``unguarded``).
+_NUMBER = unguarded(PunktToken._RE_NUMERIC)
+_ELLIPSIS = unguarded(PunktToken._RE_ELLIPSIS)
+_INITIAL = unguarded(PunktToken._RE_INITIAL)
+
+
 @functools.lru_cache(WORD_CACHE_SIZE)
 def _word_type(tok: str) -> str:
-    # nltk's own method (it reads only the class's number pattern), so the type stays nltk's.
-    return PunktToken._get_type(PunktToken, tok)
+    # nltk's ``PunktToken._get_type`` with its number pattern.
+    return _NUMBER.sub("##number##", tok.lower())
 
 
 @functools.lru_cache(WORD_CACHE_SIZE)
 def _is_ellipsis(tok: str) -> bool:
-    return bool(PunktToken._RE_ELLIPSIS.match(tok))
+    return bool(_ELLIPSIS.match(tok))
 
 
 @functools.lru_cache(WORD_CACHE_SIZE)
 def _is_initial(tok: str) -> bool:
-    return bool(PunktToken._RE_INITIAL.match(tok))
+    return bool(_INITIAL.match(tok))
 
 
 class CachedToken(PunktToken):
@@ -123,16 +128,16 @@ class CachedPunkt(PunktSentenceTokenizer):
     recurs), each word's where the next word cannot change it, and each word pair's
     (PAIR_CACHE_SIZE pairs, decided by nltk's own annotation methods). Candidates, decisions
     and the realignment of closing punctuation run in two loops instead of nltk's chain of
-    generators, with its patterns unguarded (``_unguarded``). Output is nltk's: tests compare
+    generators, with its patterns unguarded (``unguarded``). Output is nltk's: tests compare
     the two on the built-in text, edge cases and random text.
     """
 
     def __init__(self, params: PunktParameters, lang_vars: PunktLanguageVars):
         super().__init__(params, lang_vars=lang_vars, token_cls=CachedToken)
         self._sent_end_chars = frozenset(lang_vars.sent_end_chars)
-        self._word_tokenize = _unguarded(lang_vars._word_tokenizer_re()).findall
-        self._find_candidates = _unguarded(lang_vars.period_context_re()).finditer
-        self._match_closing = _unguarded(lang_vars.re_boundary_realignment).match
+        self._word_tokenize = unguarded(lang_vars._word_tokenizer_re()).findall
+        self._find_candidates = unguarded(lang_vars.period_context_re()).finditer
+        self._match_closing = unguarded(lang_vars.re_boundary_realignment).match
         self._pair_breaks: dict[tuple[str, str], bool] = {}
         self._collocation_starts = frozenset(first for first, _ in params.collocations)
         self._breaks_before_any = functools.lru_cache(WORD_CACHE_SIZE)(self._breaks_before_any)
@@ -241,14 +246,6 @@ _ASCII_SPACES = " \t\n\r\x0b\x0c"
 _OTHER_ASCII_SPACES = re.compile("[\t\n\r\x0b\x0c]")
 
 
-def _unguarded(pattern):
-    """nltk's pattern without the wall-clock guard nltk (3.10+) runs each call under: it costs
-    more than matching a few words, and Punkt's text here is bounded (MAX_PARAGRAPH_CHARS)."""
-    if isinstance(pattern, re.Pattern):
-        return pattern
-    return regex.compile(pattern.pattern, pattern.flags)
-
-
 def _last_space_finder(text: str) -> Callable[[int, int], int]:
     """``find(lo, hi)``: the index of the last ASCII whitespace in text[lo:hi], or -1; one
     ``rfind`` where the text has only spaces (most text)."""
@@ -266,8 +263,11 @@ def _last_space_finder(text: str) -> Callable[[int, int], int]:
 MAX_PARAGRAPH_CHARS = 100_000
 _WINDOW_CUT = re.compile(r"[.!?。！？][\"')\]»”’]*\s+|\s+")
 
-_MAYBE_SEVERAL = re.compile(
-    f"[{re.escape(''.join(MultilingualLanguageVars.sent_end_chars))}]\\S*\\s")
+_SENT_END_CLASS = f"[{re.escape(''.join(MultilingualLanguageVars.sent_end_chars))}]"
+_MAYBE_SEVERAL = re.compile(f"{_SENT_END_CLASS}\\S*\\s")
+# _MAYBE_SEVERAL on a stripped line, over a whole text: a mark, then whitespace and more text on
+# the same line. A text without one is its stripped non-empty lines.
+_CANDIDATE_LINE = re.compile(f"{_SENT_END_CLASS}\\S*[^\\S\\n]+\\S")
 
 
 def primary_language(lang: str) -> str:
@@ -282,9 +282,7 @@ def uses_punkt(lang: str) -> bool:
 
 def learn_punkt(text: str) -> PunktParameters:
     """Punkt parameters learned from a sample of one language's text (unsupervised)."""
-    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars(), token_cls=CachedToken)
-    trainer.train(text, finalize=True)
-    return trainer.get_params()
+    return train_punkt(text, MultilingualLanguageVars(), CachedToken)
 
 
 def load_punkt_dir(directory: str | Path, lang: str) -> PunktParameters | None:
@@ -340,7 +338,25 @@ class SentenceSplitter:
                     yield offset + start + lead, offset + start + lead + len(stripped)
 
     def split(self, text: str) -> list[str]:
-        return [text[start:end] for start, end in self.spans(text)]
+        """The sentences ``spans`` gives, as strings: line by line, without its offsets, where
+        no line needs cutting into windows (most text; on short real documents the paragraph
+        bookkeeping cost as much as Punkt)."""
+        if not self._punkt or len(text) > MAX_PARAGRAPH_CHARS:
+            return [text[start:end] for start, end in self.spans(text)]
+        if not _CANDIDATE_LINE.search(text):
+            return [stripped for line in text.split("\n") if (stripped := line.strip())]
+        sentences = []
+        for line in text.split("\n"):
+            stripped = line.strip()
+            if not stripped:
+                continue
+            if not _MAYBE_SEVERAL.search(stripped):
+                sentences.append(stripped)
+                continue
+            for start, end in self._punkt.span_tokenize(line):
+                if piece := line[start:end].strip():
+                    sentences.append(piece)
+        return sentences
 
     def _windows(self, text: str) -> Iterator[tuple[int, str]]:
         """(offset, text) of each paragraph, long ones cut into bounded windows."""
@@ -400,6 +416,25 @@ def survey_languages(texts: Iterable[tuple[str, str]],
         if survey.sample_chars < sample_chars:
             survey.sample.append(text)
             survey.sample_chars += len(text)
+    return dict(sorted(surveys.items()))
+
+
+def merge_surveys(parts: Iterable[dict[str, LanguageSurvey]],
+                  sample_chars: int = DEFAULT_SAMPLE_CHARS) -> dict[str, LanguageSurvey]:
+    """The survey of consecutive pieces of a corpus from theirs, in order: what
+    ``survey_languages`` gives on the whole (each piece's sample holds its first texts, so the
+    first texts of the whole are among them)."""
+    surveys: dict[str, LanguageSurvey] = {}
+    for part in parts:
+        for lang, piece in part.items():
+            survey = surveys.setdefault(lang, LanguageSurvey())
+            survey.documents += piece.documents
+            survey.chars += piece.chars
+            for text in piece.sample:
+                if survey.sample_chars >= sample_chars:
+                    break
+                survey.sample.append(text)
+                survey.sample_chars += len(text)
     return dict(sorted(surveys.items()))
 
 
