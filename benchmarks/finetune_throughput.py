@@ -19,7 +19,10 @@ The peers run in a process of their own that imports neither this project nor it
 of torch threads; rounds alternate between the processes, each round on the next steps'
 batches for every side; medians of the rounds are printed, the range in brackets, and the
 ratio peer step time / project step time (goal: at least 1, the project at least as fast), of
-the medians and per round (a round's sides run back to back: steadier on a busy machine).
+the medians and per round (a round's sides run back to back: steadier on a busy machine), and
+per side the machine-limit fraction: the step's model FLOPs (the project's count, at each
+micro-batch's length) over its time, against torch.matmul's rate at the step's own GEMM
+shapes measured in the same run (``machine_limit.py``).
 The phases: fwd+bwd (the project's schedule over the micro-batches, gradient buffers zeroed),
 optimizer (clipping and AdamW) and the rest (the project's scheduler, FLOP count and metrics
 line).
@@ -39,6 +42,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from machine_limit import encoder_gemms, linear_gemms, matmul_rate
 from peer_process import (PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer,
                           peer_environment, serve)
 from project_steps import PhaseClock, clocked, record_batches, timed_steps
@@ -164,18 +168,52 @@ def bench_task(args, task: str, tokenizer_model: str, tmp: Path) -> None:
     for name in peers:
         peer.time(name, 0, args.warmup)
     times: dict[str, list[dict[str, float]]] = defaultdict(list)
+    step_flops = counted_flops(trainer)
     for round_ in range(args.rounds):
         first = args.warmup + round_ * args.steps
         times[PROJECT].append(time_project(trainer, clock, args.steps))
         for name in peers:
             times[name].append(peer.time(name, first, args.steps))
     peer.close()
-    report(args, task, trainer, batches, times, peer.info)
+    timed = batches[args.warmup * micro:]
+    work = statistics.mean(step_flops), matmul_rate(step_gemms(trainer, args, timed))
+    report(args, task, trainer, batches, times, peer.info, work)
     trainer.metrics.close()
     distributed.shutdown()
 
 
-def report(args, task: str, trainer, batches: list[dict], times: dict, info: dict) -> None:
+def counted_flops(trainer) -> list[float]:
+    """The model FLOPs of each step the trainer takes from now on, as its workload counts them
+    (at each micro-batch's own length); both sides run the same micro-batches."""
+    steps: list[float] = []
+    count = trainer.workload.step_flops
+
+    def counted(trainable: dict[str, bool]) -> float:
+        steps.append(count(trainable))
+        return steps[-1]
+
+    trainer.workload.step_flops = counted
+    return steps
+
+
+def step_gemms(trainer, args, batches: list[dict]) -> list[tuple[int, int, int]]:
+    """The GEMMs of these micro-batches' forward and backward: the encoder layers and the task
+    head (classification: the pooler and the classifier per example; tagging: the classifier
+    per token)."""
+    labels, gemms = len(trainer.workload.labels), []
+    for batch in batches:
+        rows, length = batch["text"].shape
+        gemms += encoder_gemms(rows * length, args.hidden, args.ffn, args.layers)
+        if trainer.workload.kind == "classification":
+            gemms += linear_gemms(rows, args.hidden, args.hidden)
+            gemms += linear_gemms(rows, args.hidden, labels)
+        else:
+            gemms += linear_gemms(rows * length, args.hidden, labels)
+    return gemms
+
+
+def report(args, task: str, trainer, batches: list[dict], times: dict, info: dict,
+           work: tuple[float, float]) -> None:
     from megatron_seqpt.runtime import allocator
 
     lengths = [b["text"].shape[1] for b in batches]
@@ -192,7 +230,11 @@ def report(args, task: str, trainer, batches: list[dict], times: dict, info: dic
           f"{info['transformers']}, attention: "
           f"{', '.join(f'{k} {v}' for k, v in info['attention'].items())}, "
           f"malloc {info['allocator']}")
-    print(f"{'':42s}{'ms/step (range)':>24s}{'examples/s':>12s}"
+    flops, rate = work
+    print(f"model FLOPs per step {flops:.3e} (the workload's count at each micro-batch's "
+          f"length); torch.matmul at those GEMM shapes: {rate / 1e9:.1f} GFLOP/s; machine: the "
+          "fraction of that rate a side's step achieves")
+    print(f"{'':42s}{'ms/step (range)':>24s}{'examples/s':>12s}{'machine':>9s}"
           + "".join(f"{phase + ' ms':>14s}" for phase in (*PEER_PHASES, "rest")))
     median_ms = {}
     for name, rounds in times.items():
@@ -204,8 +246,9 @@ def report(args, task: str, trainer, batches: list[dict], times: dict, info: dic
                   for phase in (*PEER_PHASES, "rest")}
         label = name if name == PROJECT else f"HF {name}"
         spread = f"{median_ms[name]:.1f} ({ms[0]:.1f}-{ms[-1]:.1f})"
+        fraction = flops / (median_ms[name] / 1e3) / rate
         print(f"{label:42s}{spread:>24s}{args.global_batch / median_ms[name] * 1e3:12.1f}"
-              + "".join(f"{phases[phase]:14.1f}" for phase in phases))
+              f"{fraction:9.2f}" + "".join(f"{phases[phase]:14.1f}" for phase in phases))
     ratios = {name: ms / median_ms[PROJECT] for name, ms in median_ms.items() if name != PROJECT}
     bert = PEERS[trainer.workload.kind][0]
     for name, ratio in ratios.items():

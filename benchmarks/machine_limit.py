@@ -18,6 +18,12 @@ def linear_gemms(tokens: int, fan_in: int, fan_out: int) -> list[tuple[int, int,
     return [(tokens, fan_in, fan_out), (tokens, fan_out, fan_in), (fan_in, tokens, fan_out)]
 
 
+def encoder_gemms(tokens: int, hidden: int, ffn: int, layers: int) -> list[tuple[int, int, int]]:
+    """The GEMMs of encoder layers (QKV, output projection, two MLP layers) over ``tokens``."""
+    layer = [(hidden, 3 * hidden), (hidden, hidden), (hidden, ffn), (ffn, hidden)]
+    return [g for _ in range(layers) for i, o in layer for g in linear_gemms(tokens, i, o)]
+
+
 def transformer_gemms(kind: str, micro_batch: int, seq: int, dec_seq: int, hidden: int,
                       ffn: int, layers: int, vocab: int, dec_ffn: int | None = None,
                       dec_layers: int | None = None) -> list[tuple[int, int, int]]:
@@ -26,8 +32,7 @@ def transformer_gemms(kind: str, micro_batch: int, seq: int, dec_seq: int, hidde
     keys and values from the encoder, MLP; the encoder's sizes unless given), and the
     vocabulary projection."""
     enc, dec = micro_batch * seq, micro_batch * dec_seq
-    layer = [(hidden, 3 * hidden), (hidden, hidden), (hidden, ffn), (ffn, hidden)]
-    gemms = [g for _ in range(layers) for i, o in layer for g in linear_gemms(enc, i, o)]
+    gemms = encoder_gemms(enc, hidden, ffn, layers)
     if kind == "t5":
         dec_ffn = dec_ffn or ffn
         dec_layer = [(hidden, 3 * hidden), (hidden, hidden), (hidden, dec_ffn), (dec_ffn, hidden),
