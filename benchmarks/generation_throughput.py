@@ -14,7 +14,10 @@ The peers run in a process of their own that imports neither this project nor it
 (the layer keeps a function mode around every torch call of its process) and gets the same
 token ids; rounds alternate between the two processes and the medians are printed. Generation
 suspends that function mode on CPU; the project's cached runs are also timed with it in force:
-its cost.
+its cost. For the cached runs each side's machine-limit fraction is printed too: the model
+FLOPs of the generation (``model_work``) over its time, against torch.matmul's rate at those
+GEMMs' shapes measured in the run (``machine_limit.py``); decoding multiplies a few rows at a
+time, so that rate is far below a training step's.
 
     pip install -e ".[bench]"   # transformers, only for this benchmark
     python benchmarks/generation_throughput.py [--hidden 256 --layers 4 --new-tokens 32 ...]
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine_limit import matmul_rate
 from peer_process import PeerProcess, add_peer_arguments
 
 MODES = [(1, True), (1, False), (4, True), (4, False)]  # (beams, cache)
@@ -210,6 +214,26 @@ def main() -> None:
     report(args, times, impl, model, peer.version, sources)
 
 
+def model_work(args, vocab: int, sources: list[list[int]], beams: int
+               ) -> tuple[float, list[tuple[int, int, int]]]:
+    """The model FLOPs of generating --new-tokens for every source, and their GEMMs (m, k, n):
+    the encoder and the cross-attention keys and values once per source, then per new token
+    and beam the decoder layers (self- and cross-attention over what is there, MLP) and the
+    vocabulary projection. The useful work: cached decoding, without the encoder's outputs
+    copied per beam."""
+    h, ffn, layers = args.hidden, args.ffn, args.layers
+    source_tokens, rows = sum(map(len, sources)), len(sources) * beams
+    gemms = [(source_tokens, k, n) for _ in range(layers)
+             for k, n in ((h, 3 * h), (h, h), (h, ffn), (ffn, h), (h, 2 * h))]
+    attention = sum(len(s) ** 2 for s in sources) * 4.0 * h * layers
+    for step in range(1, args.new_tokens + 1):
+        gemms += [(rows, k, n) for _ in range(layers)
+                  for k, n in ((h, 3 * h), (h, h), (h, h), (h, h), (h, ffn), (ffn, h))]
+        gemms.append((rows, h, vocab))
+        attention += beams * sum(4.0 * h * (step + len(s)) for s in sources) * layers
+    return sum(2.0 * m * k * n for m, k, n in gemms) + attention, gemms
+
+
 def report(args, times: dict, impl, model, version: str, sources) -> None:
     tokens = len(sources) * args.new_tokens
     rate = {key: tokens / statistics.median(seconds) for key, seconds in times.items()}
@@ -239,6 +263,13 @@ def report(args, times: dict, impl, model, version: str, sources) -> None:
             line.append(f"the CPU layer's mode would cost the cached path "
                         f"{1 - rate[(WITH_MODE, beams, True)] / rate[(ours, beams, True)]:.1%}")
         print("  " + "; ".join(line))
+        flops, gemms = model_work(args, model.vocab_size, sources, beams)
+        matmul = matmul_rate(gemms)
+        fractions = ", ".join(
+            f"{name} {flops / statistics.median(times[(name, beams, True)]) / matmul:.3f}"
+            for name in names if (name, beams, True) in times and name != WITH_MODE)
+        print(f"  beam {beams}, cached: machine-limit fraction (model FLOPs {flops:.3e} over "
+              f"torch.matmul at their GEMM shapes, {matmul / 1e9:.1f} GFLOP/s): {fractions}")
 
 
 if __name__ == "__main__":
