@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    from megatron_seqpt.runtime.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # on the allocator seqpt runs on
     with tempfile.TemporaryDirectory(prefix="seqpt-freeze-") as tmp:
         settings = [
             "model.kind=t5", f"model.hidden_size={args.hidden}",

@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    from megatron_seqpt.runtime.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # on the allocator seqpt runs on
     with tempfile.TemporaryDirectory(prefix="seqpt-mfu-") as tmp:
         config = load_run_config(args.config, [
             "data.vocab_size=6000", f"data.cache_dir={tmp}/cache", "data.corpus=[]",

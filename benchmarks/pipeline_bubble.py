@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
+    from megatron_seqpt.runtime.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # on the allocator seqpt runs on
     m = args.micro_batches
     overrides = ["model.kind=t5", f"model.hidden_size={args.hidden}",
                  f"model.encoder.num_layers={args.layers}",

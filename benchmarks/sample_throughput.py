@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--encoder-step-s", type=float, default=0.3)
     parser.add_argument("--t5-step-s", type=float, default=0.5)
     args = parser.parse_args()
+    from megatron_seqpt.runtime.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # on the allocator seqpt runs on
 
     distributed.initialize(ParallelConfig())
     try:
