@@ -468,10 +468,10 @@ def _grouped(slots: np.ndarray, items: np.ndarray, lengths: np.ndarray, tokens: 
              count: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """(slot, its tokens, its item lengths, its items per document) for each slot that the
     documents (``slots``, each with ``items`` items of ``lengths``) go to, order kept within."""
-    item_slots = np.repeat(slots, items)
     if count == 1:
         yield 0, tokens, lengths, items[slots == 0]
         return
+    item_slots = np.repeat(slots, items)
     # A stable sort by slot keeps each slot's documents in order (a radix sort on 16 bits).
     key_type = np.int16 if count < 2**15 else np.int64
     token_slots = np.repeat(item_slots, lengths).astype(key_type)

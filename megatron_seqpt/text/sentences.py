@@ -404,6 +404,15 @@ class LanguageSurvey:
     sample: list[str] = field(default_factory=list)
     sample_chars: int = 0
 
+    def offer(self, text: str, sample_chars: int) -> bool:
+        """Append ``text`` to the sample unless it already holds ``sample_chars``; whether it
+        did."""
+        if self.sample_chars >= sample_chars:
+            return False
+        self.sample.append(text)
+        self.sample_chars += len(text)
+        return True
+
 
 def survey_languages(texts: Iterable[tuple[str, str]],
                      sample_chars: int = DEFAULT_SAMPLE_CHARS) -> dict[str, LanguageSurvey]:
@@ -413,9 +422,7 @@ def survey_languages(texts: Iterable[tuple[str, str]],
         survey = surveys.setdefault(lang, LanguageSurvey())
         survey.documents += 1
         survey.chars += len(text)
-        if survey.sample_chars < sample_chars:
-            survey.sample.append(text)
-            survey.sample_chars += len(text)
+        survey.offer(text, sample_chars)
     return dict(sorted(surveys.items()))
 
 
@@ -431,10 +438,8 @@ def merge_surveys(parts: Iterable[dict[str, LanguageSurvey]],
             survey.documents += piece.documents
             survey.chars += piece.chars
             for text in piece.sample:
-                if survey.sample_chars >= sample_chars:
+                if not survey.offer(text, sample_chars):
                     break
-                survey.sample.append(text)
-                survey.sample_chars += len(text)
     return dict(sorted(surveys.items()))
 
 
