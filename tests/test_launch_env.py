@@ -39,6 +39,23 @@ def test_slurm_variables():
     assert step.world_size == 4 and step.master_addr == "n1" and step.master_port == 7000
 
 
+def test_concurrent_slurm_steps_rendezvous_apart():
+    # Two job steps of one allocation (srun ... & srun ... &) run at once, each its own world.
+    job = {"SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "n[1-4]"}
+    first = detect({**job, "SLURM_PROCID": "0", "SLURM_STEP_ID": "0",
+                    "SLURM_STEP_NODELIST": "n[1-2]"})
+    second = detect({**job, "SLURM_PROCID": "1", "SLURM_STEP_ID": "1",
+                     "SLURM_STEP_NODELIST": "n[3-4]"})
+    assert first.master_port != second.master_port
+    # Each step's rank 0 runs on the step's first node, which need not be the job's.
+    assert (first.master_addr, second.master_addr) == ("n1", "n3")
+    assert detect({**job, "SLURM_PROCID": "1", "SLURM_STEP_ID": "0"}) \
+        .master_port == first.master_port
+    with pytest.raises(LaunchError, match="SLURM_STEP_NODELIST='n\\[3-'"):
+        detect({**job, "SLURM_PROCID": "0", "SLURM_STEP_NODELIST": "n[3-"})
+
+
 @pytest.mark.parametrize("nodelist, host", [
     ("node1", "node1"),
     ("node[001-004]", "node001"),

@@ -1,12 +1,13 @@
 """The sbatch scripts on a real one-node SLURM cluster: a 2-task CPU job over gloo is sent the
 time-limit signal mid-run, checkpoints, requeues itself, resumes and ends with the losses of an
-uninterrupted job."""
+uninterrupted job; two job steps of one allocation run at once, each in a world of its own."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -100,3 +101,42 @@ def test_preempted_job_requeues_and_resumes_to_the_uninterrupted_losses(cluster,
     assert sorted(resumed) == sorted(expected) == list(range(1, STEPS + 1))
     for step, loss in expected.items():
         assert math.isclose(resumed[step], loss, rel_tol=1e-5), (step, resumed[step], loss)
+
+
+# One task of a job step: the project's distributed start-up, an all-reduce over the step's
+# world, then a pause so that both steps' worlds are up at the same time.
+STEP_TASK = """
+import json, os, sys, time
+import torch
+from megatron_seqpt.config.schema import ParallelConfig
+from megatron_seqpt.runtime import distributed
+
+ctx = distributed.initialize(ParallelConfig())
+total = torch.tensor([float(os.environ["SLURM_STEP_ID"]) + 1.0])
+torch.distributed.all_reduce(total)
+time.sleep(5)
+out = os.path.join(sys.argv[1], f"step{os.environ['SLURM_STEP_ID']}-rank{ctx.rank}.json")
+with open(out, "w") as f:
+    json.dump({"world": ctx.world_size, "sum": total.item()}, f)
+distributed.shutdown()
+"""
+
+
+def test_concurrent_job_steps_train_in_worlds_of_their_own(cluster, tmp_path):
+    task, results = tmp_path / "step_task.py", tmp_path / "results"
+    task.write_text(STEP_TASK)
+    results.mkdir()
+    step = f"srun --exact --overcommit --ntasks=2 {sys.executable} {task} {results}"
+    script = tmp_path / "two_steps.sbatch"
+    script.write_text("#!/usr/bin/env bash\n#SBATCH --nodes=1\n#SBATCH --ntasks=4\n"
+                      f"#SBATCH --overcommit\n{step} &\n{step} &\nwait\n")
+    output = tmp_path / "two_steps.out"
+    job = cluster.run("sbatch", "--parsable", f"--output={output}", str(script),
+                      cwd=REPO).strip()
+    _wait_until(lambda: _finished(cluster, job, output), 300, f"job {job} to complete", cluster)
+    written = {path.name: json.loads(path.read_text()) for path in results.glob("*.json")}
+    log = output.read_text() if output.exists() else "(no job output)"
+    # Each step all-reduces its id + 1 over its own two ranks; a shared rendezvous would have
+    # failed to bind, or mixed the steps' ranks into one world.
+    assert written == {f"step{s}-rank{r}.json": {"world": 2, "sum": 2.0 * (s + 1)}
+                       for s in (0, 1) for r in (0, 1)}, log

@@ -1,8 +1,9 @@
 """Where this process sits in the job: read from torchrun's or SLURM's environment, or alone.
 
 torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT. Under ``srun`` each task gets
-SLURM_PROCID/SLURM_LOCALID and the step's task count; the rendezvous host is the first host of
-SLURM_JOB_NODELIST. With neither, the process is a world of one.
+SLURM_PROCID/SLURM_LOCALID and the step's task count; each job step is a world of its own, its
+rendezvous on the first host of the step's nodes (SLURM_STEP_NODELIST, else the job's) at a
+port from the job and step ids. With neither, the process is a world of one.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ class LaunchEnv:
         return f"tcp://{self.master_addr}:{self.master_port}"
 
 
-def first_host(nodelist: str) -> str:
+def first_host(nodelist: str, variable: str = "SLURM_JOB_NODELIST") -> str:
     """First host of a SLURM hostlist: ``gpu[003-005,9],cpu1`` -> ``gpu003``,
     ``rack[1-2]-n[01-04]`` -> ``rack1-n01`` (each bracket gives its first value, as
-    ``scontrol show hostnames`` lists them)."""
+    ``scontrol show hostnames`` lists them). ``variable`` names where it came from in errors."""
     nodelist = nodelist.strip()
     first = re.match(r"(?:[^,\[\]]|\[[\w,-]+\])*", nodelist).group(0)
     if not first or nodelist[len(first):len(first) + 1] not in ("", ","):
-        raise LaunchError(f"SLURM_JOB_NODELIST='{nodelist}' is not a SLURM host list")
+        raise LaunchError(f"{variable}='{nodelist}' is not a SLURM host list")
     return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], first)
 
 
@@ -73,10 +74,13 @@ def detect(env: Mapping[str, str] | None = None) -> LaunchEnv:
     elif "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
         world_var = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
         world = _int(env, world_var)
+        nodelist = next((v for v in ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST",
+                                     "SLURM_NODELIST") if v in env), None)
         if "MASTER_ADDR" in env:
             addr = env["MASTER_ADDR"]
-        elif "SLURM_JOB_NODELIST" in env or "SLURM_NODELIST" in env:
-            addr = first_host(env.get("SLURM_JOB_NODELIST") or env["SLURM_NODELIST"])
+        elif nodelist is not None:
+            # The step's first node runs its task 0, and a step may use some of the job's nodes.
+            addr = first_host(env[nodelist], nodelist)
         elif world == 1:
             addr = "127.0.0.1"
         else:
@@ -85,8 +89,11 @@ def detect(env: Mapping[str, str] | None = None) -> LaunchEnv:
         if "MASTER_PORT" in env:
             port = _int(env, "MASTER_PORT")
         elif "SLURM_JOB_ID" in env:
-            # Same for every task of the job, different across jobs sharing a node.
-            port = 15000 + _int(env, "SLURM_JOB_ID") % 20000
+            # The same for every task of a step; different for the steps of one job running at
+            # once (srun ... & srun ... &) and for jobs sharing a node.
+            step = env.get("SLURM_STEP_ID", "0")
+            step = int(step) if step.isdigit() else 0  # the batch script's own step: "batch"
+            port = 15000 + (_int(env, "SLURM_JOB_ID") + 997 * step) % 20000
         else:
             port = _free_port()
         launch = LaunchEnv("slurm", _int(env, "SLURM_PROCID"), world,
