@@ -22,7 +22,8 @@ ratio peer step time / project step time (goal: at least 1, the project at least
 the medians and per round (a round's sides run back to back: steadier on a busy machine), and
 per side the machine-limit fraction: the step's model FLOPs (the project's count, at each
 micro-batch's length) over its time, against torch.matmul's rate at the step's own GEMM
-shapes measured in the same run (``machine_limit.py``).
+shapes measured just before and after each round of that side (``machine_limit.py``; the
+machine's speed drifts), the median and range of the rounds' fractions.
 The phases: fwd+bwd (the project's schedule over the micro-batches, gradient buffers zeroed),
 optimizer (clipping and AdamW) and the rest (the project's scheduler, FLOP count and metrics
 line).
@@ -42,7 +43,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from machine_limit import encoder_gemms, linear_gemms, matmul_rate
+from machine_limit import Round, around, encoder_gemms, linear_gemms, median_range
 from peer_process import (PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer,
                           peer_environment, serve)
 from project_steps import PhaseClock, clocked, record_batches, timed_steps
@@ -167,17 +168,19 @@ def bench_task(args, task: str, tokenizer_model: str, tmp: Path) -> None:
     time_project(trainer, clock, args.warmup)
     for name in peers:
         peer.time(name, 0, args.warmup)
-    times: dict[str, list[dict[str, float]]] = defaultdict(list)
+    rounds: dict[str, list[Round]] = defaultdict(list)
     step_flops = counted_flops(trainer)
     for round_ in range(args.rounds):
         first = args.warmup + round_ * args.steps
-        times[PROJECT].append(time_project(trainer, clock, args.steps))
+        gemms = step_gemms(trainer, args, batches[first * micro:(first + args.steps) * micro])
+        seconds, rate = around(lambda: time_project(trainer, clock, args.steps), gemms)
+        flops = statistics.mean(step_flops[-args.steps:])  # both sides run the same batches
+        rounds[PROJECT].append(Round(seconds, flops, rate))
         for name in peers:
-            times[name].append(peer.time(name, first, args.steps))
+            seconds, rate = around(lambda: peer.time(name, first, args.steps), gemms)
+            rounds[name].append(Round(seconds, flops, rate))
     peer.close()
-    timed = batches[args.warmup * micro:]
-    work = statistics.mean(step_flops), matmul_rate(step_gemms(trainer, args, timed))
-    report(args, task, trainer, batches, times, peer.info, work)
+    report(args, task, trainer, batches, rounds, peer.info)
     trainer.metrics.close()
     distributed.shutdown()
 
@@ -212,8 +215,8 @@ def step_gemms(trainer, args, batches: list[dict]) -> list[tuple[int, int, int]]
     return gemms
 
 
-def report(args, task: str, trainer, batches: list[dict], times: dict, info: dict,
-           work: tuple[float, float]) -> None:
+def report(args, task: str, trainer, batches: list[dict], rounds: dict[str, list[Round]],
+           info: dict) -> None:
     from megatron_seqpt.runtime import allocator
 
     lengths = [b["text"].shape[1] for b in batches]
@@ -230,25 +233,28 @@ def report(args, task: str, trainer, batches: list[dict], times: dict, info: dic
           f"{info['transformers']}, attention: "
           f"{', '.join(f'{k} {v}' for k, v in info['attention'].items())}, "
           f"malloc {info['allocator']}")
-    flops, rate = work
+    flops = statistics.mean(r.flops for r in rounds[PROJECT])
     print(f"model FLOPs per step {flops:.3e} (the workload's count at each micro-batch's "
-          f"length); torch.matmul at those GEMM shapes: {rate / 1e9:.1f} GFLOP/s; machine: the "
-          "fraction of that rate a side's step achieves")
-    print(f"{'':42s}{'ms/step (range)':>24s}{'examples/s':>12s}{'machine':>9s}"
-          + "".join(f"{phase + ' ms':>14s}" for phase in (*PEER_PHASES, "rest")))
+          f"length); matmul: torch.matmul's rate at the step's GEMM shapes around each round; "
+          f"machine: the fraction of that rate a side's step achieves")
+    print(f"{'':40s}{'ms/step (range)':>22s}{'examples/s':>11s}{'matmul GFLOP/s':>16s}"
+          f"{'machine (range)':>18s}" + "".join(f"{phase + ' ms':>14s}"
+                                                for phase in (*PEER_PHASES, "rest")))
+    times = {name: [r.seconds for r in side] for name, side in rounds.items()}
     median_ms = {}
-    for name, rounds in times.items():
-        ms = sorted(r["total"] / args.steps * 1e3 for r in rounds)
+    for name, side in rounds.items():
+        ms = [r.seconds["total"] / args.steps * 1e3 for r in side]
         median_ms[name] = statistics.median(ms)
         with_rest = [{**r, "rest": r["total"] - sum(r[phase] for phase in PEER_PHASES)}
-                     for r in rounds]
+                     for r in times[name]]
         phases = {phase: statistics.median(r[phase] for r in with_rest) / args.steps * 1e3
                   for phase in (*PEER_PHASES, "rest")}
         label = name if name == PROJECT else f"HF {name}"
-        spread = f"{median_ms[name]:.1f} ({ms[0]:.1f}-{ms[-1]:.1f})"
-        fraction = flops / (median_ms[name] / 1e3) / rate
-        print(f"{label:42s}{spread:>24s}{args.global_batch / median_ms[name] * 1e3:12.1f}"
-              f"{fraction:9.2f}" + "".join(f"{phases[phase]:14.1f}" for phase in phases))
+        print(f"{label:40s}{median_range(ms, 1):>22s}"
+              f"{args.global_batch / median_ms[name] * 1e3:11.1f}"
+              f"{median_range([r.rate / 1e9 for r in side], 0):>16s}"
+              f"{median_range([r.fraction(args.steps) for r in side], 2):>18s}"
+              + "".join(f"{phases[phase]:14.1f}" for phase in phases))
     ratios = {name: ms / median_ms[PROJECT] for name, ms in median_ms.items() if name != PROJECT}
     bert = PEERS[trainer.workload.kind][0]
     for name, ratio in ratios.items():

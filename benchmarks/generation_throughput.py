@@ -16,8 +16,9 @@ token ids; rounds alternate between the two processes and the medians are printe
 suspends that function mode on CPU; the project's cached runs are also timed with it in force:
 its cost. For the cached runs each side's machine-limit fraction is printed too: the model
 FLOPs of the generation (``model_work``) over its time, against torch.matmul's rate at those
-GEMMs' shapes measured in the run (``machine_limit.py``); decoding multiplies a few rows at a
-time, so that rate is far below a training step's.
+GEMMs' shapes measured just before and after each timing (``machine_limit.py``; the machine's
+speed drifts), the median and range of the rounds; decoding multiplies a few rows at a time,
+so that rate is far below a training step's.
 
     pip install -e ".[bench]"   # transformers, only for this benchmark
     python benchmarks/generation_throughput.py [--hidden 256 --layers 4 --new-tokens 32 ...]
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine_limit import matmul_rate
+from machine_limit import around, median_range
 from peer_process import PeerProcess, add_peer_arguments
 
 MODES = [(1, True), (1, False), (4, True), (4, False)]  # (beams, cache)
@@ -201,17 +202,24 @@ def main() -> None:
                 return peer.time(name[3:], beams, cache)
             return time_project(model, tokenizer, sources, args, beams, cache)
 
+        work = {beams: model_work(args, model.vocab_size, sources, beams) for beams in (1, 4)}
         times: dict[tuple, list[float]] = {}
+        rates: dict[tuple, list[float]] = {}
         for round_ in range(args.rounds + 1):  # round 0 warms up
             for beams, cache in MODES:
                 for name in names:
                     if name == WITH_MODE and not cache:
                         continue
-                    seconds = time_one(name, beams, cache)
+                    if cache:  # the machine-limit fraction is of cached decoding
+                        seconds, rate = around(lambda: time_one(name, beams, cache),
+                                               work[beams][1])
+                    else:
+                        seconds, rate = time_one(name, beams, cache), None
                     if round_:
                         times.setdefault((name, beams, cache), []).append(seconds)
+                        rates.setdefault((name, beams, cache), []).append(rate)
         peer.close()
-    report(args, times, impl, model, peer.version, sources)
+    report(args, times, rates, work, impl, model, peer.version, sources)
 
 
 def model_work(args, vocab: int, sources: list[list[int]], beams: int
@@ -234,7 +242,8 @@ def model_work(args, vocab: int, sources: list[list[int]], beams: int
     return sum(2.0 * m * k * n for m, k, n in gemms) + attention, gemms
 
 
-def report(args, times: dict, impl, model, version: str, sources) -> None:
+def report(args, times: dict, rates: dict, work: dict, impl, model, version: str,
+           sources) -> None:
     tokens = len(sources) * args.new_tokens
     rate = {key: tokens / statistics.median(seconds) for key, seconds in times.items()}
     names = list(dict.fromkeys(name for name, _, _ in times))
@@ -263,14 +272,16 @@ def report(args, times: dict, impl, model, version: str, sources) -> None:
             line.append(f"the CPU layer's mode would cost the cached path "
                         f"{1 - rate[(WITH_MODE, beams, True)] / rate[(ours, beams, True)]:.1%}")
         print("  " + "; ".join(line))
-        flops, gemms = model_work(args, model.vocab_size, sources, beams)
-        matmul = matmul_rate(gemms)
-        fractions = ", ".join(
-            f"{name} {flops / statistics.median(times[(name, beams, True)]) / matmul:.3f}"
-            for name in names if (name, beams, True) in times and name != WITH_MODE)
-        print(f"  beam {beams}, cached: machine-limit fraction (model FLOPs {flops:.3e} over "
-              f"torch.matmul at their GEMM shapes, {matmul / 1e9:.1f} GFLOP/s): {fractions}")
-
+        flops = work[beams][0]
+        fractions = "; ".join(
+            f"{name} {median_range(per_round, 3)}" for name in names
+            if (key := (name, beams, True)) in times and name != WITH_MODE
+            for per_round in [[flops / t / r for t, r in zip(times[key], rates[key])]])
+        matmul = [r / 1e9 for name in names if name != WITH_MODE
+                  for r in rates[(name, beams, True)]]
+        print(f"  beam {beams}, cached: machine-limit fraction, median (range) of the rounds "
+              f"(model FLOPs {flops:.3e} over torch.matmul at their GEMM shapes around each "
+              f"round, {median_range(matmul, 1)} GFLOP/s): {fractions}")
 
 if __name__ == "__main__":
     main()

@@ -4,13 +4,20 @@ its time, against the time those GEMMs alone would take at the measured rate.
 
 Every linear layer of the step counts three GEMMs (forward, input gradient, weight gradient)
 at its shapes; the rate is their FLOPs over the sum of their measured times, so large and small
-GEMMs weigh as they do in the step."""
+GEMMs weigh as they do in the step. On a shared machine that rate drifts (by up to 2x within
+a minute on the 2-core development machine), so the throughput benchmarks measure it around
+each round of steps (``around``) rather than once per run."""
 
 from __future__ import annotations
 
+import statistics
 import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
+
+Result = TypeVar("Result")
 
 
 def linear_gemms(tokens: int, fan_in: int, fan_out: int) -> list[tuple[int, int, int]]:
@@ -77,3 +84,33 @@ def _matmul_seconds(a: torch.Tensor, b: torch.Tensor, calls: int, cuda: bool) ->
     if cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - started) / calls
+
+
+def around(run: Callable[[], Result], gemms: list[tuple[int, int, int]],
+           repeats: int = 3) -> tuple[Result, float]:
+    """``run()``'s result and the mean of torch.matmul's rate at ``gemms`` measured just
+    before and just after it, so that a fraction against it sees the machine as the run did."""
+    before = matmul_rate(gemms, repeats)
+    result = run()
+    return result, (before + matmul_rate(gemms, repeats)) / 2
+
+
+@dataclass
+class Round:
+    """One side's round of a throughput benchmark: seconds of its steps (``total`` and
+    phases), its model FLOPs per step and torch.matmul's rate at its GEMM shapes around the
+    round (``around``)."""
+
+    seconds: dict[str, float]
+    flops: float
+    rate: float
+
+    def fraction(self, steps: int) -> float:
+        """The round's model FLOPs per second over the matmul rate."""
+        return self.flops * steps / self.seconds["total"] / self.rate
+
+
+def median_range(values: list[float], digits: int) -> str:
+    """The median and, in brackets, the range."""
+    return (f"{statistics.median(values):.{digits}f} "
+            f"({min(values):.{digits}f}-{max(values):.{digits}f})")

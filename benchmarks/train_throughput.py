@@ -18,8 +18,9 @@ batches. Printed: medians of the rounds (range in brackets), the ratio peer step
 project step time (goal: at least GOAL), the project's phases (data; forward, and within it the
 encoder, decoder and vocabulary projection; backward; optimizer; the rest: scheduler, FLOP
 count, metrics line), and per side the machine-limit fraction: the step's model FLOPs over its
-time, against torch.matmul's rate at the step's own GEMM shapes measured in the same run
-(``machine_limit.py``).
+time, against torch.matmul's rate at the step's own GEMM shapes (``machine_limit.py``),
+measured just before and after each round of that side's steps (the machine's speed drifts),
+with the median and range of the rounds' fractions.
 
     pip install -e ".[bench]"   # transformers, only for this benchmark
     python benchmarks/train_throughput.py [--kind encoder t5] [--hidden 256 --layers 4 ...]
@@ -33,11 +34,10 @@ import statistics
 import sys
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from machine_limit import matmul_rate, transformer_gemms
+from machine_limit import Round, around, median_range, transformer_gemms
 from peer_process import (PEER_PHASES, PeerProcess, add_peer_arguments, hf_optimizer,
                           peer_environment, serve)
 from project_steps import clocked, record_batches, timed_steps
@@ -170,36 +170,34 @@ def bench_kind(args, kind: str, tmp: Path) -> None:
     time_project(trainer, clock, args.warmup)
     for name in PEERS[kind]:
         peer.ask({"model": name, "first_step": 0, "steps": args.warmup})
-    times: dict[str, list[dict[str, float]]] = defaultdict(list)
+    padded_gemms = transformer_gemms(kind, args.micro_batch, args.seq, args.dec_seq, args.hidden,
+                                     args.ffn, args.layers, trainer.vocab_size)
+    padded_flops = trainer.workload.step_flops(trainer.trainable)
+    rounds: dict[str, list[Round]] = defaultdict(list)
     for round_ in range(args.rounds):
         first = args.warmup + round_ * args.steps
-        times[PROJECT].append(time_project(trainer, clock, args.steps))
+        if stream is padded:
+            flops, gemms = padded_flops, padded_gemms
+        else:
+            round_batches = batches[first * micro:(first + args.steps) * micro]
+            flops, gemms = executed_work(trainer, args, kind, round_batches)
+        seconds, rate = around(lambda: time_project(trainer, clock, args.steps), gemms)
+        rounds[PROJECT].append(Round(seconds, flops, rate))
         for name in PEERS[kind]:
-            times[name].append(peer.ask({"model": name, "first_step": first,
-                                         "steps": args.steps}))
+            seconds, rate = around(lambda: peer.ask(
+                {"model": name, "first_step": first, "steps": args.steps}), padded_gemms)
+            rounds[name].append(Round(seconds, padded_flops, rate))
     peer.close()
-    step_flops = trainer.workload.step_flops(trainer.trainable)
-    padded_work = Work(step_flops, matmul_rate(transformer_gemms(
-        kind, args.micro_batch, args.seq, args.dec_seq, args.hidden, args.ffn, args.layers,
-        trainer.vocab_size)))
-    project_work = executed_work(trainer, args, kind, batches[args.warmup * micro:]) \
-        if stream is not padded else padded_work
-    report(args, kind, trainer, times, peer.info, padded_work, project_work)
+    report(args, kind, trainer, rounds, peer.info, stream is not padded)
     trainer.metrics.close()
     distributed.shutdown()
 
 
-@dataclass
-class Work:
-    """A side's model FLOPs per step and torch.matmul's rate at its step's GEMM shapes."""
-
-    flops: float
-    rate: float
-
-
-def executed_work(trainer, args, kind: str, batches: list[dict]) -> Work:
+def executed_work(trainer, args, kind: str,
+                  batches: list[dict]) -> tuple[float, list[tuple[int, int, int]]]:
     """What the project computes per step on these padded micro-batches after regrouping and
-    trimming them as its stream does: the FLOP model at each micro-batch's trimmed lengths."""
+    trimming them as its stream does: the FLOP model at each micro-batch's trimmed lengths,
+    and the GEMMs at those lengths."""
     from megatron_seqpt.data.trimming import regrouped
     from megatron_seqpt.training.flops import FlopModel
 
@@ -214,11 +212,11 @@ def executed_work(trainer, args, kind: str, batches: list[dict]) -> Work:
             flops += sum(model.step(trainer.trainable).values())
             gemms += transformer_gemms(kind, args.micro_batch, seq, dec, args.hidden, args.ffn,
                                        args.layers, trainer.vocab_size)
-    return Work(flops / (len(batches) / per_step), matmul_rate(gemms))
+    return flops / (len(batches) / per_step), gemms
 
 
-def report(args, kind: str, trainer, times: dict, info: dict, padded: Work,
-           project: Work) -> None:
+def report(args, kind: str, trainer, rounds: dict[str, list[Round]], info: dict,
+           trimmed: bool) -> None:
     from megatron_seqpt.runtime import allocator
 
     tokens = args.global_batch * (args.seq + (args.dec_seq if kind == "t5" else 0))
@@ -229,29 +227,30 @@ def report(args, kind: str, trainer, times: dict, info: dict, padded: Work,
           f"{args.rounds} rounds of {args.steps} steps after {args.warmup}")
     print(f"{PROJECT}: {trainer.impl.describe()}, malloc {allocator.loaded()}; transformers "
           f"{info['transformers']}, attention {info['attention']}, malloc {info['allocator']}")
-    print(f"model FLOPs per step {padded.flops:.3e} at the padded lengths; torch.matmul at "
-          f"those GEMM shapes: {padded.rate / 1e9:.1f} GFLOP/s")
-    if project is not padded:
-        print(f"{PROJECT} trims padding: it executes {project.flops:.3e} FLOPs per step "
-              f"({project.flops / padded.flops:.0%}); torch.matmul at its GEMM shapes: "
-              f"{project.rate / 1e9:.1f} GFLOP/s")
+    padded = rounds[PEERS[kind][0]][0].flops
+    print(f"model FLOPs per step {padded:.3e} at the padded lengths")
+    if trimmed:
+        executed = statistics.mean(r.flops for r in rounds[PROJECT])
+        print(f"{PROJECT} trims padding: it executes {executed:.3e} FLOPs per step "
+              f"({executed / padded:.0%})")
+    print(f"{'':36s}{'ms/step (range)':>20s}{'tokens/s':>10s}{'matmul GFLOP/s':>18s}"
+          f"{'machine (range)':>18s}")
+    times = {name: [r.seconds for r in side] for name, side in rounds.items()}
     median_ms = {}
-    print(f"{'':38s}{'ms/step (range)':>22s}{'tokens/s':>10s}{'machine':>9s}")
-    for name, rounds in times.items():
-        ms = [r["total"] / args.steps * 1e3 for r in rounds]
+    for name, side in rounds.items():
+        ms = [r.seconds["total"] / args.steps * 1e3 for r in side]
         median_ms[name] = statistics.median(ms)
-        spread = f"{median_ms[name]:.0f} ({min(ms):.0f}-{max(ms):.0f})"
-        work = project if name == PROJECT else padded
-        fraction = work.flops / (median_ms[name] / 1e3) / work.rate
-        print(f"{name:38s}{spread:>22s}{tokens / median_ms[name] * 1e3:10,.0f}"
-              f"{fraction:9.2f}")
+        rates = [r.rate / 1e9 for r in side]
+        fractions = [r.fraction(args.steps) for r in side]
+        print(f"{name:36s}{median_range(ms, 0):>20s}{tokens / median_ms[name] * 1e3:10,.0f}"
+              f"{median_range(rates, 0):>18s}{median_range(fractions, 2):>18s}")
     for name, phases in ((PROJECT, PROJECT_PHASES), *((n, (*PEER_PHASES, "rest"))
                                                       for n in PEERS[kind])):
-        rounds = [{**r, "rest": r.get("rest", r["total"] - sum(r[p] for p in PEER_PHASES))}
-                  for r in times[name]]
+        seconds = [{**r, "rest": r.get("rest", r["total"] - sum(r[p] for p in PEER_PHASES))}
+                   for r in times[name]]
         parts = ", ".join(
-            f"{phase} {statistics.median(r[phase] for r in rounds) / args.steps * 1e3:.1f}"
-            for phase in phases if phase in rounds[0])
+            f"{phase} {statistics.median(r[phase] for r in seconds) / args.steps * 1e3:.1f}"
+            for phase in phases if phase in seconds[0])
         print(f"  {name} ms/step: {parts}")
     for name in PEERS[kind]:
         ratio = median_ms[name] / median_ms[PROJECT]
