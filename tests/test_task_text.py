@@ -61,9 +61,10 @@ def test_task_text_holds_the_training_text_and_nothing_scored(tmp_path):
     # restore form; every restore training target not held out is there (one of those that
     # differ only in spacing or punctuation).
     targets = [r["target"] for r in _jsonl(BUILTIN_TASKS["restore"].train)]
-    kept = set(lines)
-    assert sum(t in kept for t in targets) > 0.9 * len(set(map(_key, targets)) - _scored_texts())
-    missing = [t for t in targets if _key(t) not in set(keys) | _scored_texts()]
+    kept, scored = set(lines), _scored_texts()
+    assert sum(t in kept for t in targets) > 0.9 * len(set(map(_key, targets)) - scored)
+    accounted = set(keys) | scored
+    missing = [t for t in targets if _key(t) not in accounted]
     assert not missing, missing[:3]
     punct = _conll_sentences(BUILTIN_TASKS["punct"].train)
     assert not set(punct) & kept  # lower-case, unpunctuated: the restore form won
