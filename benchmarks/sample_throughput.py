@@ -39,9 +39,8 @@ def samples_per_second(stream: BatchStream, batches: int) -> float:
     """Samples per second of the stream's next ``batches`` micro-batches."""
     started = time.perf_counter()
     for _ in range(batches):
-        batch = next(stream)
-    rows = next(iter(batch.values())).shape[0]
-    return batches * rows / (time.perf_counter() - started)
+        next(stream)
+    return batches * stream.micro_batch_size / (time.perf_counter() - started)
 
 
 def step_seconds(trainer: Trainer, steps: int) -> float:

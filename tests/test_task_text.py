@@ -55,13 +55,14 @@ def test_task_text_holds_the_training_text_and_nothing_scored(tmp_path):
     assert all(len(doc["text"].split("\n")) <= LINES_PER_DOCUMENT for doc in documents)
     keys = [_key(line) for line in lines]
     assert len(set(keys)) == len(keys)
-    assert not set(keys) & _scored_texts()
+    scored = _scored_texts()
+    assert not set(keys) & scored
     assert result.held_out > 0
     # A sentence in both restore (cased, punctuated) and punct (lower-case words) comes in the
     # restore form; every restore training target not held out is there (one of those that
     # differ only in spacing or punctuation).
     targets = [r["target"] for r in _jsonl(BUILTIN_TASKS["restore"].train)]
-    kept, scored = set(lines), _scored_texts()
+    kept = set(lines)
     assert sum(t in kept for t in targets) > 0.9 * len(set(map(_key, targets)) - scored)
     accounted = set(keys) | scored
     missing = [t for t in targets if _key(t) not in accounted]
