@@ -81,7 +81,7 @@ def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(
     run.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from megatron_seqpt.training import run_lock; run_lock.acquire(Path(sys.argv[1])); "
+         "from megatron_seqpt.training import run_lock; run_lock.acquire(Path(sys.argv[1]))\n"
          "print('locked', flush=True); time.sleep(600)", str(run)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -237,11 +237,12 @@ def test_a_child_the_killed_holder_forked_does_not_keep_the_lock(tmp_path):
     run.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import os, sys, time; from pathlib import Path; "
-         "from megatron_seqpt.training import run_lock; run_lock.acquire(Path(sys.argv[1])); "
-         "child = os.fork()\n"
-         "if child == 0: time.sleep(600)\n"
-         "print(child, flush=True); time.sleep(600)", str(run)],
+         "from megatron_seqpt.training import run_lock; run_lock.acquire(Path(sys.argv[1]))\n"
+         "if os.fork() == 0: print(os.getpid(), flush=True)\n"
+         "time.sleep(600)", str(run)],
         stdout=subprocess.PIPE, text=True)
+    # The child prints once its fork hooks have run: killing the holder before that would
+    # race the child's closing of its copy of the lock.
     child = int(holder.stdout.readline())
     try:
         os.kill(holder.pid, signal.SIGKILL)
