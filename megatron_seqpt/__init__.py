@@ -3,7 +3,7 @@ megatron-core."""
 
 import warnings
 
-from megatron_seqpt.runtime import child_processes
+from megatron_seqpt.runtime import child_processes, lazy_fusions
 
 __version__ = "0.1.0"
 
@@ -14,3 +14,7 @@ warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*not inst
 # A spawned child of a run (megatron-core's checkpoint results manager) imports this package
 # with the run's main module; it should not outlive a killed run.
 child_processes.die_with_spawning_parent()
+
+# megatron-core's fusions are compiled when first called, not at import (seconds of each
+# process's start; runtime/lazy_fusions.py).
+lazy_fusions.install()

@@ -17,7 +17,7 @@ import torch
 from megatron.core import dist_checkpointing
 
 from megatron_seqpt import cli
-from megatron_seqpt.runtime.local_ranks import run_ranks
+from megatron_seqpt.runtime.local_ranks import LocalRanks
 from megatron_seqpt.tasks.builtin import builtin_task
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 from megatron_seqpt.training import checkpoint as ckpt
@@ -217,16 +217,24 @@ def _whole(path: Path) -> dict:
 TP2 = ["parallel.tensor_model_parallel_size=2"]
 
 
+@pytest.fixture(scope="module")
+def ranks():
+    """Rank processes for the module's worlds, started once (each start imports torch and
+    megatron-core again); every world initialises and tears down its own groups."""
+    with LocalRanks() as local_ranks:
+        yield local_ranks
+
+
 @pytest.mark.parametrize("task, layout", [
     ("topic", TP2), ("punct", TP2 + ["parallel.sequence_parallel=true"]), ("restore", TP2)],
     ids=["classification-tp2", "tagging-tp2-sp", "seq2seq-tp2"])
 def test_tensor_parallel_finetuning_matches_one_process(task, layout, encoder_run, t5_run,
-                                                        tmp_path):
+                                                        ranks, tmp_path):
     init = t5_run if task == "restore" else encoder_run
     task_args = [f"task.builtin={task}", "train.global_batch_size=8", "train.micro_batch_size=4"]
-    (ref_loss,) = run_ranks(_loss_and_gradients, 1, task_args, init, tmp_path / "one",
+    (ref_loss,) = ranks.run(_loss_and_gradients, 1, task_args, init, tmp_path / "one",
                             tmp_path / "one-grads")
-    losses = run_ranks(_loss_and_gradients, 2, [*task_args, *layout], init, tmp_path / "two",
+    losses = ranks.run(_loss_and_gradients, 2, [*task_args, *layout], init, tmp_path / "two",
                        tmp_path / "two-grads")
     assert losses == pytest.approx([ref_loss] * 2, rel=1e-6)
     ref, got = _whole(tmp_path / "one-grads"), _whole(tmp_path / "two-grads")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from megatron.core import dist_checkpointing
@@ -83,6 +84,18 @@ def test_resume_equals_uninterrupted_run(single_process, cache_dir, tmp_path):
     assert [got[s] for s in (4, 5, 6)] == [expected[s] for s in (4, 5, 6)]
     for name, value in parameters(resumed).items():
         assert torch.equal(value, final[name]), name
+
+
+def test_saving_starts_no_process_that_outlives_it(single_process, cache_dir, tmp_path):
+    """megatron-core's writer hands its results back in this process: no spawned manager
+    (seconds of torch import at the first save, then serving on after it)."""
+    config = tiny_config("encoder", cache_dir, ["train.steps=1", "checkpoint.save_interval=1"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    Trainer(config, tmp_path, ctx).run()
+    assert ckpt.resolve(tmp_path).name == "step_0000001"
+    spawned = [" ".join(child.cmdline()) for child in psutil.Process().children(recursive=True)
+               if "multiprocessing.spawn" in " ".join(child.cmdline())]
+    assert spawned == []
 
 
 def test_interrupted_checkpoint_leaves_previous_latest(single_process, cache_dir, tmp_path,

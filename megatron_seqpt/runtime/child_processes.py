@@ -1,11 +1,12 @@
 """Children a run starts die with it.
 
 megatron-core's checkpoint writer forks worker processes from the (multi-threaded) training
-process, and on its first save spawns a multiprocessing manager for their results. After a
-kill -9 of the run, such a forked worker was seen to hang for good on a lock it inherited
-mid-use, and the spawned manager (torch imported, ~270 MB) served on forever: one more per
-killed run, holding memory, the run's output pipes and its files. On Linux each such child asks
-the kernel to kill it when its parent ends (``PR_SET_PDEATHSIG``); elsewhere this is a no-op.
+process. After a kill -9 of the run, such a forked worker was seen to hang for good on a lock
+it inherited mid-use; a spawned child (a local rank, or the multiprocessing manager
+megatron-core starts for write results where a save is asynchronous, which saves here are not:
+training/checkpoint.py) served on forever, one more per killed run, holding memory, the run's
+output pipes and its files. On Linux each such child asks the kernel to kill it when its
+parent ends (``PR_SET_PDEATHSIG``); elsewhere this is a no-op.
 
 A forked child asks in an at-fork hook (``install``). A spawned child is a new interpreter that
 runs no hook, but it imports the parent's main module, and with it this package, before it
@@ -14,7 +15,7 @@ request to the thread that started the child; megatron-core starts these from th
 Other children started with exec (subprocess, forkserver) are not affected.
 
 The kernel signals such a child only after the parent's files are closed: a child that writes
-to the parent in that moment (a manager still sending its address) gets a broken pipe and
+to the parent in that moment (one still sending its set-up) gets a broken pipe and
 prints a traceback. An interrupted command therefore ends its multiprocessing children itself,
 before it exits (``stop_spawned_children``).
 """
@@ -70,8 +71,8 @@ def die_with_spawning_parent() -> None:
 
 
 def stop_spawned_children(timeout: float = 10.0) -> None:
-    """Kill this process's children started by multiprocessing's spawn method (in a run,
-    megatron-core's checkpoint results manager), at once: the command is being aborted. Found
+    """Kill this process's children started by multiprocessing's spawn method (local
+    ranks, helpers), at once: the command is being aborted. Found
     through the OS rather than multiprocessing, which has not yet registered a child whose
     start the abort interrupted; one still starting would otherwise read its set-up from a
     closed pipe, or write its address to one, and print a traceback before it dies."""

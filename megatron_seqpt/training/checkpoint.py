@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import json
 import os
+import queue
 import random
 import re
 import shutil
@@ -26,6 +27,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.strategies import filesystem_async
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from megatron_seqpt.config.schema import ModelConfig
@@ -270,6 +272,16 @@ def _disk_error(err: BaseException, directory: Path) -> Optional[OSError]:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def _results_in_process() -> None:
+    """Have megatron-core's checkpoint writer hand its write results back through a queue of
+    this process. Its default is a queue served by a spawned multiprocessing manager, which
+    async saving (a writer in another process) needs; saves here are synchronous, and that
+    manager imported torch to unpickle the first results: ~2.8 s of each process's first
+    save on a 2-core machine, and a process left behind."""
+    if filesystem_async._results_queue is None:
+        filesystem_async._results_queue = queue.Queue()
+
+
 class CheckpointManager:
     """Saves and finds checkpoints of one run directory."""
 
@@ -312,6 +324,7 @@ class CheckpointManager:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
         dist.barrier()
+        _results_in_process()
         try:
             dist_checkpointing.save(state, str(partial),
                                     content_metadata={"format": FORMAT_VERSION, **metadata})
