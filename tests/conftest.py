@@ -5,6 +5,7 @@ import tempfile
 import pytest
 import torch
 
+from megatron_seqpt.runtime.local_ranks import LocalRanks
 from tests.prepared_data import DATA_DIR_VARIABLE
 
 
@@ -45,3 +46,11 @@ def single_process(monkeypatch):
 def recipe_root(tmp_path_factory):
     """Where tests/recipe_runs.py keeps its tiny trained runs for the session."""
     return tmp_path_factory.mktemp("recipes")
+
+
+@pytest.fixture(scope="module")
+def ranks():
+    """Rank processes for the module's worlds, started once (each start imports torch and
+    megatron-core again); every world initialises and tears down its own groups."""
+    with LocalRanks() as local_ranks:
+        yield local_ranks

@@ -10,7 +10,6 @@ import torch
 
 from megatron_seqpt.config import load_run_config
 from megatron_seqpt.runtime.distributed import LayoutError, check_layout
-from megatron_seqpt.runtime.local_ranks import LocalRanks
 
 
 def test_single_process_start(single_process):
@@ -88,12 +87,6 @@ def _start(tp: int, pp: int):
     }
     distributed.shutdown()
     return result
-
-
-@pytest.fixture(scope="module")
-def ranks():
-    with LocalRanks() as local_ranks:
-        yield local_ranks
 
 
 def test_two_ranks_data_parallel(ranks):

@@ -17,7 +17,6 @@ import torch
 from megatron.core import dist_checkpointing
 
 from megatron_seqpt import cli
-from megatron_seqpt.runtime.local_ranks import LocalRanks
 from megatron_seqpt.tasks.builtin import builtin_task
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 from megatron_seqpt.training import checkpoint as ckpt
@@ -215,14 +214,6 @@ def _whole(path: Path) -> dict:
 
 
 TP2 = ["parallel.tensor_model_parallel_size=2"]
-
-
-@pytest.fixture(scope="module")
-def ranks():
-    """Rank processes for the module's worlds, started once (each start imports torch and
-    megatron-core again); every world initialises and tears down its own groups."""
-    with LocalRanks() as local_ranks:
-        yield local_ranks
 
 
 @pytest.mark.parametrize("task, layout", [

@@ -11,7 +11,6 @@ import torch
 from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
-from megatron_seqpt.runtime.local_ranks import LocalRanks
 from tests.tolerance import assert_close_to_scale
 
 NO_DROPOUT = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.eval_interval=1000"]
@@ -61,14 +60,6 @@ def _loss_and_gradients(kind, overrides, cache_dir, run_dir, grads_dir, init_fro
     _save_gradients(trainer, grads_dir)
     distributed.shutdown()
     return loss
-
-
-@pytest.fixture(scope="module")
-def ranks():
-    """Rank processes for the module's worlds, started once (each start imports torch and
-    megatron-core again); every world initialises and tears down its own groups."""
-    with LocalRanks() as local_ranks:
-        yield local_ranks
 
 
 @pytest.fixture(scope="module")
