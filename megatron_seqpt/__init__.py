@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 # once which backend (transformer-engine, apex, local) is in use instead.
 warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*not installed.*")
 
-# A spawned child of a run (megatron-core's checkpoint results manager) imports this package
-# with the run's main module; it should not outlive a killed run.
+# A spawned child of a run (a local rank, a helper) imports this package with the run's main
+# module; it should not outlive a killed run.
 child_processes.die_with_spawning_parent()
 
 # megatron-core's fusions are compiled when first called, not at import (seconds of each
