@@ -3,6 +3,7 @@ and interrupted checkpoints are safe, bad input is refused before training start
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import psutil
 import pytest
 import torch
 from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.strategies import filesystem_async
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.training import checkpoint as ckpt
@@ -96,6 +98,22 @@ def test_saving_starts_no_process_that_outlives_it(single_process, cache_dir, tm
     spawned = [" ".join(child.cmdline()) for child in psutil.Process().children(recursive=True)
                if "multiprocessing.spawn" in " ".join(child.cmdline())]
     assert spawned == []
+
+
+def test_a_save_takes_no_results_an_interrupted_save_left(single_process, cache_dir, tmp_path):
+    """A save interrupted after megatron-core's writer queued its results and before they were
+    collected leaves them queued; the next save must collect its own."""
+    config = tiny_config("encoder", cache_dir, ["train.steps=2", "checkpoint.save_interval=1"])
+    ctx = single_process.initialize(config.parallel, config.model, config.train.seed)
+    straight = Trainer(config, tmp_path / "run", ctx)
+    filesystem_async._results_queue = queue.Queue()
+    filesystem_async._results_queue.put({0: []})  # left over: one worker's, naming no file
+    straight.run()
+    final = parameters(straight)
+    resumed = Trainer(config, tmp_path / "run", ctx)
+    assert resumed.state.step == 2
+    for name, value in parameters(resumed).items():
+        assert torch.equal(value, final[name]), name
 
 
 def test_interrupted_checkpoint_leaves_previous_latest(single_process, cache_dir, tmp_path,

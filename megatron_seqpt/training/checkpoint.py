@@ -274,12 +274,12 @@ def _disk_error(err: BaseException, directory: Path) -> Optional[OSError]:
 
 def _results_in_process() -> None:
     """Have megatron-core's checkpoint writer hand its write results back through a queue of
-    this process. Its default is a queue served by a spawned multiprocessing manager, which
-    async saving (a writer in another process) needs; saves here are synchronous, and that
-    manager imported torch to unpickle the first results: ~2.8 s of each process's first
-    save on a 2-core machine, and a process left behind."""
-    if filesystem_async._results_queue is None:
-        filesystem_async._results_queue = queue.Queue()
+    this process, a new one for each save (what an interrupted save left in it cannot pass
+    for the next one's results). Its default is one queue served by a spawned multiprocessing
+    manager, which async saving (a writer in another process) needs; saves here are
+    synchronous, and that manager imported torch to unpickle the first results: ~2.8 s of
+    each process's first save on a 2-core machine, and a process left behind."""
+    filesystem_async._results_queue = queue.Queue()
 
 
 class CheckpointManager:
