@@ -102,8 +102,8 @@ def main() -> None:
             per_round = [rate / need for rate, need in zip(rates, needs)]
             ratios.append(statistics.median(per_round))
             label = "MLM" if kind == "encoder" else "span corruption"
-            print(f"{label:<16} {built:>13.2f} {median_range(rates, 0):>18} {median_range(needs, 1):>18} "
-                  f"{median_range(per_round, 1):>18}")
+            print(f"{label:<16} {built:>13.2f} {median_range(rates, 0):>18} "
+                  f"{median_range(needs, 1):>18} {median_range(per_round, 1):>18}")
     verdict = "met" if min(ratios) >= GOAL else "NOT met"
     print(f"goal: data at least {GOAL:.0f}x faster than training: {verdict}")
 

@@ -54,9 +54,10 @@ def test_task_text_holds_the_training_text_and_nothing_scored(tmp_path):
     assert len(lines) == result.texts
     assert all(len(doc["text"].split("\n")) <= LINES_PER_DOCUMENT for doc in documents)
     keys = [_key(line) for line in lines]
-    assert len(set(keys)) == len(keys)
+    key_set = set(keys)
+    assert len(key_set) == len(keys)
     scored = _scored_texts()
-    assert not set(keys) & scored
+    assert not key_set & scored
     assert result.held_out > 0
     # A sentence in both restore (cased, punctuated) and punct (lower-case words) comes in the
     # restore form; every restore training target not held out is there (one of those that
@@ -64,7 +65,7 @@ def test_task_text_holds_the_training_text_and_nothing_scored(tmp_path):
     targets = [r["target"] for r in _jsonl(BUILTIN_TASKS["restore"].train)]
     kept = set(lines)
     assert sum(t in kept for t in targets) > 0.9 * len(set(map(_key, targets)) - scored)
-    accounted = set(keys) | scored
+    accounted = key_set | scored
     missing = [t for t in targets if _key(t) not in accounted]
     assert not missing, missing[:3]
     punct = _conll_sentences(BUILTIN_TASKS["punct"].train)
