@@ -23,6 +23,7 @@ import sentencepiece as spm
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_seqpt.config.schema import DataConfig
+from megatron_seqpt.data.indexed_writer import IndexedOutputs
 from megatron_seqpt.data.prepare import prepare
 from megatron_seqpt.data.preprocess import (
     _chunks,
@@ -451,15 +452,43 @@ def test_an_interrupt_while_a_dataset_is_opened_leaves_no_temporary(tmp_path, mo
     appears): the cleanup must still find and remove it."""
     from megatron_seqpt.data import indexed_writer
 
-    class InterruptedAfterOpening(indexed_writer.IndexedDatasetBuilder):
+    class InterruptedAfterOpening(indexed_writer._Builder):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             raise KeyboardInterrupt("signal 15")
 
     outputs = indexed_writer.IndexedOutputs(np.int32)
-    monkeypatch.setattr(indexed_writer, "IndexedDatasetBuilder", InterruptedAfterOpening)
+    monkeypatch.setattr(indexed_writer, "_Builder", InterruptedAfterOpening)
     with pytest.raises(KeyboardInterrupt):
         outputs.builder(str(tmp_path / "x_en_text_document"))
     assert any(".tmp-" in p.name for p in tmp_path.iterdir())  # the builder made its file
     outputs.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_the_index_is_megatron_cores_to_the_byte(tmp_path, dtype):
+    """The writer computes the items' byte offsets as one array; megatron-core's builder,
+    given the same documents one by one, writes the same .bin and .idx with its loop."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    rng = np.random.default_rng(0)
+    outputs = IndexedOutputs(dtype)
+    reference = IndexedDatasetBuilder(str(tmp_path / "reference.bin"), dtype=dtype)
+    for _ in range(50):
+        # A chunk: documents of 1-4 items, written at once.
+        items = rng.integers(1, 5, size=rng.integers(1, 30))
+        lengths = rng.integers(1, 300, size=int(items.sum()))
+        tokens = rng.integers(0, 30_000, size=int(lengths.sum())).astype(dtype)
+        outputs.add_documents(str(tmp_path / "ours"), tokens, lengths, items)
+        item_bounds = np.concatenate([[0], np.cumsum(items)])
+        token_bounds = np.concatenate([[0], np.cumsum(lengths)])
+        for first, last in zip(item_bounds[:-1], item_bounds[1:]):
+            reference.add_document(tokens[token_bounds[first]:token_bounds[last]],
+                                   lengths[first:last].tolist())
+    reference.finalize(str(tmp_path / "reference.idx"))
+    outputs.commit()
+    for suffix in (".bin", ".idx"):
+        assert (tmp_path / f"ours{suffix}").read_bytes() == \
+            (tmp_path / f"reference{suffix}").read_bytes()
+    assert len(IndexedDataset(str(tmp_path / "ours"))) > 1000

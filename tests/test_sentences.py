@@ -9,6 +9,7 @@ import pytest
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.text.punkt_training import unguarded
 from megatron_seqpt.tasks.builtin import builtin_task
 from megatron_seqpt.text.sentences import (
     MAX_PARAGRAPH_CHARS,
@@ -17,6 +18,7 @@ from megatron_seqpt.text.sentences import (
     SentenceSplitter,
     learn_punkt,
     learn_splitters,
+    line_candidates,
     load_punkt_dir,
     merge_surveys,
     survey_languages,
@@ -242,28 +244,86 @@ def test_survey_keeps_a_bounded_sample():
         assert 1000 <= survey.sample_chars < 1000 + max(map(len, texts))
 
 
-@pytest.mark.parametrize("lang", ["en", "de", "hi", "ja"])
-def test_split_gives_the_sentences_of_spans(splitters, lang):
-    """``split`` goes line by line without offsets; its sentences are those of ``spans`` on
-    multi-line texts with blank and whitespace-only lines, lines that hold a mark only at their
-    end, other line-end whitespace, and a line long enough to be cut into windows."""
+def varied_texts(splitter, lang):
+    """Multi-line texts with blank and whitespace-only lines, lines that hold a mark only at
+    their end, other line-end whitespace, closing punctuation at a line's start after a
+    line's last mark, lines Punkt would split that hold no mark with whitespace after it, and
+    a line long enough to be cut into windows."""
     rng = random.Random(lang)
-    params = splitters[lang]._punkt._params if splitters[lang]._punkt else PunktParameters()
+    params = splitter._punkt._params if splitter._punkt else PunktParameters()
     words = sorted(set(re.findall(r"\w+", "\n".join(texts_of(lang)))))
     lines = [random_paragraph(rng, params, words) for _ in range(2000)]
     lines += ["", " ", "\t \xa0", "Ends here.", "Ends here. ", "Ends. here\r", "x.\u2028y",
-              " lead. Trail ", "。", "a. b\r"]
+              " lead. Trail ", "。", "a. b\r", "He said \"Stop.\"", "\" Then he left.",
+              ") and more. Next", "» Fin. Oui", "a.)b", "Stop!(Go", "Why?\"No. Way", "x.\x1c",
+              "\t!!:Say, what? Yes", " !) x", "\t?!? Yes."]
+    # Lines that start with whitespace and a mark: nltk's word before the mark starts at the
+    # line's start there, not after the whitespace.
+    lines += [rng.choice(_SPACES) + rng.choice(_MARKS) + random_paragraph(rng, params, words)
+              for _ in range(300)]
     # Lines Punkt need not see, and lines it must see only for their other whitespace.
     plain = ["  indented words", "words\t", "\xa0Ends here.", "Ends here.  ", "Two. Ends."]
     plain += [f"Ends.{space}here" for space in ("\t", "\xa0", "\u2028", "\x0b", "\u3000")]
     texts = ["\n".join(rng.choices(pool, k=rng.randint(1, 12)))
              for pool in (lines, plain, plain[:5]) for _ in range(500)]
-    texts += texts_of(lang) + ["\n".join(lines)] + [" ".join(words) * 3]
-    assert any(len(t) > MAX_PARAGRAPH_CHARS for t in texts)
+    return texts + texts_of(lang) + ["\n".join(lines)] + [" ".join(words) * 3]
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "hi", "ja"])
+def test_split_gives_the_sentences_of_spans(splitters, lang):
+    """``split`` goes over the lines of a text at once, without offsets; its sentences are
+    those of ``spans``, which goes paragraph by paragraph."""
     splitter = SentenceSplitter(lang, splitters[lang]._punkt._params
                                 if splitters[lang]._punkt else None)
+    texts = varied_texts(splitter, lang)
+    assert any(len(t) > MAX_PARAGRAPH_CHARS for t in texts)
     for text in texts:
         assert splitter.split(text) == [text[a:b] for a, b in splitter.spans(text)]
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "hi", "ja"])
+def test_split_many_gives_the_sentences_of_each_text(splitters, lang):
+    """Texts split together (as preprocessing does) give each text's own sentences: none
+    crosses from one text into the next, and closing punctuation at a text's start stays."""
+    splitter = splitters[lang]
+    texts = [t for t in varied_texts(splitter, lang) if len(t) <= MAX_PARAGRAPH_CHARS]
+    random.Random(0).shuffle(texts)
+    # Texts after one that ends in a mark, starting with closing punctuation.
+    texts += ["He said \"Stop.\"", "\" Then he left. ok", "Ends.", "» Fin. Oui", "x.", ")"]
+    expected = [[text[a:b] for a, b in splitter.spans(text)] for text in texts]
+    for batch in (slice(0, 1), slice(0, 2), slice(0, None)):
+        sentences, counts = splitter.split_many(texts[batch])
+        assert counts == [len(e) for e in expected[batch]]
+        assert sentences == [s for e in expected[batch] for s in e]
+    assert [e[0][0] for e in expected[-5:]] == ["\"", "E", "»", "x", ")"]
+    # A text too long for one piece is split by itself, its neighbours as ever.
+    long_text = " ".join(["Word."] * (MAX_PARAGRAPH_CHARS // 5))
+    sentences, counts = splitter.split_many(texts[:3] + [long_text])
+    assert counts == [len(e) for e in expected[:3]] + [len(list(splitter.spans(long_text)))]
+
+
+def test_line_candidates_are_nltks_candidates_on_each_line_alone():
+    """The candidate pattern of Python's ``re`` over a text of many lines finds what nltk's
+    (``regex``) finds on each line alone, with whitespace that the two engines see alike and
+    unlike (\\x1c-\\x1f), closing punctuation and every mark."""
+    nltks = unguarded(MultilingualLanguageVars().period_context_re())
+    ours = line_candidates(nltks)
+    rng = random.Random(0)
+    alphabet = ["a", "Bc", "1", ".", "!", "?", "।", "؟", "\"", "'", ")", "»", "”", ":", "--",
+                " ", "  ", "\t", "\r", "\x0b", "\x1c", "\x1f", "\x85", "\xa0", "\u2028",
+                "\u3000", "\n"]
+    text = "".join(rng.choices(alphabet, k=200_000))
+
+    def found(pattern, line, offset=0):
+        return [(m.start() + offset, m.end() + offset, m.group("after_tok"), m.group("next_tok"))
+                for m in pattern.finditer(line)]
+
+    expected, offset = [], 0
+    for line in text.split("\n"):
+        expected += found(nltks, line, offset)
+        offset += len(line) + 1
+    assert found(ours, text) == expected
+    assert sum(next_tok is not None for *_, next_tok in expected) > 1000
 
 
 @pytest.mark.parametrize("sample_chars", [1000, 20_000, 10**9])

@@ -18,6 +18,7 @@ from megatron.core.datasets.indexed_dataset import (
     DType,
     IndexedDataset,
     IndexedDatasetBuilder,
+    _IndexWriter,
 )
 
 from megatron_seqpt.files import remove_quietly, sweep_stale, temporary_tag, write_error
@@ -35,19 +36,40 @@ def token_count(prefix: str | Path) -> int:
     return int(dataset.sequence_lengths.sum(dtype=np.int64))
 
 
+class _IndexWriterOfArrays(_IndexWriter):
+    """megatron-core's .idx writer with each item's byte offset computed as one array:
+    its loop over items, a numpy scalar operation each, took a tenth of a sentence-mode run
+    on short sentences. The same bytes (tested)."""
+
+    def _sequence_pointers(self, sequence_lengths) -> np.ndarray:
+        item_bytes = np.asarray(sequence_lengths, dtype=np.int64) * DType.size(self.dtype)
+        pointers = np.zeros(len(item_bytes), dtype=np.int64)
+        np.cumsum(item_bytes[:-1], out=pointers[1:])
+        return pointers
+
+
+class _Builder(IndexedDatasetBuilder):
+    """megatron-core's builder, finalized with ``_IndexWriterOfArrays``."""
+
+    def finalize(self, idx_path: str) -> None:
+        self.data_file.close()
+        with _IndexWriterOfArrays(idx_path, self.dtype) as writer:
+            writer.write(self.sequence_lengths, self.sequence_modes, self.document_indices)
+
+
 class IndexedOutputs:
     """The datasets one run writes, keyed by final prefix; commit() or discard() ends them."""
 
     def __init__(self, dtype: type[np.number]):
         self.dtype = dtype
-        self._builders: dict[str, IndexedDatasetBuilder] = {}
+        self._builders: dict[str, _Builder] = {}
         # Every prefix whose temporary files may exist, recorded before they are created: an
         # interrupt between a builder creating its file and ``_builders`` holding it must not
         # leave the file behind.
         self._opened: list[str] = []
         self._suffix = temporary_tag()
 
-    def builder(self, prefix: str) -> IndexedDatasetBuilder:
+    def builder(self, prefix: str) -> _Builder:
         """The builder for ``prefix``, opened (under a temporary name) on first use."""
         if prefix not in self._builders:
             temporary = self._temporary(prefix, ".bin")
@@ -55,7 +77,7 @@ class IndexedOutputs:
                 Path(prefix).parent.mkdir(parents=True, exist_ok=True)
                 sweep_stale(prefix)
                 self._opened.append(prefix)
-                self._builders[prefix] = IndexedDatasetBuilder(temporary, dtype=self.dtype)
+                self._builders[prefix] = _Builder(temporary, dtype=self.dtype)
             except OSError as err:
                 raise write_error(err, temporary) from None
         return self._builders[prefix]

@@ -194,7 +194,8 @@ class _ChunkEncoder:
     Its sentencepiece calls run in a thread of their own, in batches of about OVERLAP_CHARS:
     sentencepiece releases the GIL while it encodes, so a batch is encoded while this thread
     splits the next, and, where the caller submits a chunk before collecting the previous one,
-    while it reads and writes too."""
+    while it reads and writes too. A batch's texts of each language are split together
+    (``SentenceSplitter.split_many``)."""
 
     def __init__(self, settings: _EncoderSettings):
         self.options = settings.read_options
@@ -217,21 +218,30 @@ class _ChunkEncoder:
         cut_before = self._cut_paragraphs()
         per_document: list[int] = []
         documents, skipped = [], []
-        batches, batch, size = [], [], 0
+        batches, langs, texts, size = [], [], [], 0
         for part, record in self._parsed(payload, skipped):
             documents.append((record.lang, part, record.line))
-            splitter = self.splitters[record.lang] if self.splitters else None
             for text in record.texts:
-                items = splitter.split(text) if splitter else [text]
-                batch.extend(items)
-                per_document.append(len(items))
+                langs.append(record.lang)
+                texts.append(text)
                 size += len(text)
-                if size >= OVERLAP_CHARS:
-                    batches.append(self._encoding.submit(self._encode, batch))
-                    batch, size = [], 0
-        batches.append(self._encoding.submit(self._encode, batch))
+            if size >= OVERLAP_CHARS:
+                batches.append(self._submit_batch(langs, texts, per_document))
+                langs, texts, size = [], [], 0
+        batches.append(self._submit_batch(langs, texts, per_document))
         return _Submitted(per_document, batches, self._cut_paragraphs() - cut_before, documents,
                           skipped)
+
+    def _submit_batch(self, langs: list[str], texts: list[str], per_document: list[int]
+                      ) -> Future:
+        """Queue the encoding of these texts' items (each text's sentences, or the text),
+        adding each text's number of items to ``per_document``."""
+        if self.splitters is None:
+            per_document += [1] * len(texts)
+            return self._encoding.submit(self._encode, texts)
+        items, counts = _split_by_language(self.splitters, langs, texts)
+        per_document += counts
+        return self._encoding.submit(self._encode, items)
 
     def _parsed(self, payload: list[_Part], skipped: list[tuple[int, CorpusError]]
                 ) -> Iterator[tuple[int, Record]]:
@@ -268,6 +278,26 @@ class _ChunkEncoder:
 
     def _cut_paragraphs(self) -> int:
         return sum(s.cut_paragraphs for s in self.splitters.values()) if self.splitters else 0
+
+
+def _split_by_language(splitters: dict[str, SentenceSplitter], langs: list[str],
+                       texts: list[str]) -> tuple[list[str], list[int]]:
+    """The sentences of the texts in order, each split by its language's splitter, and how
+    many each has: the texts of each language are split together (``split_many``)."""
+    by_lang: dict[str, list[int]] = {}
+    for index, lang in enumerate(langs):
+        by_lang.setdefault(lang, []).append(index)
+    if len(by_lang) <= 1:
+        return splitters[langs[0]].split_many(texts) if texts else ([], [])
+    sentences, text_of = [], []
+    for lang, indices in by_lang.items():
+        split, counts = splitters[lang].split_many([texts[i] for i in indices])
+        sentences += split
+        text_of.append(np.repeat(indices, counts))
+    text_of = np.concatenate(text_of)
+    order = np.argsort(text_of, kind="stable")
+    return [sentences[i] for i in order.tolist()], np.bincount(
+        text_of, minlength=len(texts)).tolist()
 
 
 def _one_ahead(encoder: _ChunkEncoder, chunks: Iterable[_Chunk]

@@ -32,8 +32,9 @@ from megatron_seqpt.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".text")
 OnError = Literal["fail", "skip"]
-# A language names output files (PREFIX_<lang>_text_sentence): no separators or spaces.
-_LANG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A language names output files (PREFIX_<lang>_text_sentence): no separators, spaces or line
+# breaks (\Z: '$' would let one through at the end).
+_LANG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 # Why a record was left out -> what the user can do about it.
 SKIP_REASONS = {
@@ -169,16 +170,63 @@ class RecordSource:
                 skip: Callable[[CorpusError], None]) -> Iterator[Record]:
         """The good records of these (line number, raw line) pairs; a bad one raises
         (``on_error="fail"``) or goes to ``skip``."""
+        quick = None if self.is_text else _CleanJsonParser(str(self.path), options)
         for number, raw in lines:
-            try:
-                record = self.parse(number, raw, options)
-            except CorpusError as error:
-                if options.on_error == "fail":
-                    raise
-                skip(error)
-                continue
+            record = quick(number, raw) if quick else None
+            if record is None:
+                try:
+                    record = self.parse(number, raw, options)
+                except CorpusError as error:
+                    if options.on_error == "fail":
+                        raise
+                    skip(error)
+                    continue
             if record is not None:
                 yield record
+
+
+# JSON's whitespace, which may end a line after its value (``json.loads``).
+_JSON_SPACE = " \t\n\r"
+
+
+class _CleanJsonParser:
+    """A jsonl line as its record where the line is clean: an object at its first character,
+    then only JSON whitespace, holding every key as a string with some non-space text and a
+    language seen before (or none, for the file's). It calls json's own scanner once; the
+    checks, and every other line (None here), are ``RecordSource.parse``'s, which says what is
+    wrong: the two take 0.4 of parse's time per line (json.loads' wrappers and the checks'
+    copies and patterns cost more than the scanning) and give the same record."""
+
+    _scan = json.JSONDecoder().scan_once
+
+    def __init__(self, path: str, options: ReadOptions):
+        self.path = path
+        self.json_keys = options.json_keys
+        self.lang_key = options.lang_key
+        self.langs: set[str] = set()
+
+    def __call__(self, number: int, raw: bytes) -> Record | None:
+        try:
+            line = raw.decode("utf-8")
+            record, end = self._scan(line, 0)
+        except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
+            return None
+        if type(record) is not dict or (end < len(line) and line[end:].strip(_JSON_SPACE)):
+            return None
+        texts = []
+        for key in self.json_keys:
+            text = record.get(key)
+            if type(text) is not str or not text or text.isspace():
+                return None
+            texts.append(text)
+        lang = record.get(self.lang_key)
+        if type(lang) is not str:
+            return None
+        if lang not in self.langs:
+            if not _LANG_RE.match(lang):
+                return None
+            self.langs.add(lang)
+        return Record(self.path, number, lang, tuple(texts), len(raw))
 
 
 def _decode(raw: bytes, path: str, line: int) -> str:

@@ -10,7 +10,10 @@ punctuation (。！？), except inside brackets and quotes (「...。」と言�
 A line break always ends a sentence (paragraphs are separated by "\\n").
 Punkt here is nltk's parameters, rules and annotation methods, with what it derives from a
 word and its decisions computed once each and its candidate loop fused (``CachedToken``,
-``CachedPunkt``): the same sentences and parameters, tested against nltk's tokenizer.
+``CachedPunkt``): the same sentences and parameters, tested against nltk's tokenizer. Many
+texts are split at once (``SentenceSplitter.split_many``): their lines in one call, Punkt's
+candidates on every line in one search, and only the lines with a break looked at one by one;
+the same sentences as text by text, line by line (tested).
 
 Splitting is lossless: sentences are non-overlapping slices of the text, in order, and only
 whitespace lies between them, so the text is its sentences joined by the whitespace they left.
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import nltk.data
+import numpy as np
+import regex
 from nltk.data import FileSystemPathPointer
 from nltk.tokenize.punkt import (
     PunktLanguageVars,
@@ -137,6 +142,8 @@ class CachedPunkt(PunktSentenceTokenizer):
         self._sent_end_chars = frozenset(lang_vars.sent_end_chars)
         self._word_tokenize = unguarded(lang_vars._word_tokenizer_re()).findall
         self._find_candidates = unguarded(lang_vars.period_context_re()).finditer
+        self._find_line_candidates = line_candidates(
+            unguarded(lang_vars.period_context_re())).finditer
         self._match_closing = unguarded(lang_vars.re_boundary_realignment).match
         self._pair_breaks: dict[tuple[str, str], bool] = {}
         self._collocation_starts = frozenset(first for first, _ in params.collocations)
@@ -194,7 +201,17 @@ class CachedPunkt(PunktSentenceTokenizer):
         punctuation in two loops instead of a chain of generators."""
         if not realign_boundaries:
             return super().span_tokenize(text, realign_boundaries)
-        slices = self._sentence_slices(text)
+        return iter(self.spans_of_breaks(text, self._breaks(text, self._find_candidates)))
+
+    def spans_of_breaks(self, text: str, breaks: list[tuple[int, int]]
+                        ) -> list[tuple[int, int]]:
+        """``span_tokenize``'s spans of a text whose breaks (``_breaks``) are known: nltk's
+        ``_slices_from_text`` and its realignment of closing punctuation."""
+        slices, last_break = [], 0
+        for end, next_start in breaks:
+            slices.append((last_break, end))
+            last_break = next_start
+        slices.append((last_break, len(text.rstrip())))
         spans, realign = [], 0
         for (start, stop), (next_start, next_stop) in zip(slices, slices[1:]):
             start += realign
@@ -210,24 +227,52 @@ class CachedPunkt(PunktSentenceTokenizer):
         start, stop = slices[-1]
         if start + realign < stop:
             spans.append((start + realign, stop))
-        return iter(spans)
+        return spans
 
-    def _sentence_slices(self, text: str) -> list[tuple[int, int]]:
-        """nltk's ``_slices_from_text`` over its ``_match_potential_end_contexts``."""
+    def line_breaks(self, text: str) -> list[tuple[int, int]]:
+        """The breaks (``_breaks``) Punkt decides on each line of ``text`` alone, in one
+        search over the whole text (most lines are short), on the lines whose stripped text
+        holds a mark that some whitespace follows (``_MAYBE_SEVERAL``; any other line is one
+        sentence): a break with a next word on its line shows that; a break before
+        punctuation keeps its line's test."""
+        breaks = self._breaks(text, self._find_line_candidates)
+        checked: dict[int, bool] = {}
+        kept = []
+        for end, next_start in breaks:
+            if next_start == end:
+                line_start = text.rfind("\n", 0, end) + 1
+                passes = checked.get(line_start)
+                if passes is None:
+                    line_end = text.find("\n", end)
+                    line = text[line_start:line_end if line_end >= 0 else len(text)]
+                    passes = checked[line_start] = bool(_MAYBE_SEVERAL.search(line.strip()))
+                if not passes:
+                    continue
+            kept.append((end, next_start))
+        return kept
+
+    def _breaks(self, text: str, find_candidates: Callable[[str], Iterator[re.Match]]
+                ) -> list[tuple[int, int]]:
+        """(end, start of the next sentence) of each break Punkt decides in ``text``, in order:
+        nltk's ``_match_potential_end_contexts`` and its decisions."""
         candidates: list[tuple[re.Match, int]] = []  # a mark and where the word before starts
         word_start = word_end = 0
-        last_space = _last_space_finder(text)
-        for match in self._find_candidates(text):
+        last_space = _LAST_ASCII_SPACE.search
+        for match in find_candidates(text):
             # The word before the mark starts after the last whitespace since the previous
             # mark; with none there it reaches back over the previous mark's word, and then
-            # nltk drops the previous candidate.
-            space = last_space(word_end, match.start())
-            start = space + 1 if space > word_end else word_start
+            # nltk drops the previous candidate. On a new line the search starts afresh, as on
+            # that line alone (where whitespace at its start is not looked past).
+            mark = match.start()
+            if line_start := text.rfind("\n", word_end, mark) + 1:
+                word_start = word_end = line_start
+            space = last_space(text, word_end, mark)
+            start = space.end() if space and space.start() > word_end else word_start
             if candidates and word_end > start:
                 candidates.pop()
             candidates.append((match, start))
-            word_start, word_end = start, match.start()
-        slices, last_break = [], 0
+            word_start, word_end = start, mark
+        breaks = []
         for match, start in candidates:
             word = text[start:match.start()]
             # A context "word." whose word is letters only starts with the token "word.": when
@@ -235,23 +280,31 @@ class CachedPunkt(PunktSentenceTokenizer):
             if (match.group() == "." and len(word) > 1 and word.isalpha()
                     and self._letters_break_before_any(word)) or \
                     self.text_contains_sentbreak(word + match.group() + match.group("after_tok")):
-                slices.append((last_break, match.end()))
-                last_break = match.start("next_tok") if match.group("next_tok") else match.end()
-        slices.append((last_break, len(text.rstrip())))
-        return slices
+                breaks.append((match.end(), match.start("next_tok") if match.group("next_tok")
+                               else match.end()))
+        return breaks
 
 
-# nltk looks for the word before a mark back to the last of these (string.whitespace).
-_ASCII_SPACES = " \t\n\r\x0b\x0c"
-_OTHER_ASCII_SPACES = re.compile("[\t\n\r\x0b\x0c]")
+# nltk looks for the word before a mark back to the last ASCII whitespace (string.whitespace).
+_LAST_ASCII_SPACE = regex.compile("[ \t\n\r\x0b\x0c]", regex.REVERSE)
+
+# nltk's candidate pattern (``regex``) as a pattern of Python's ``re`` that finds its
+# candidates on each line alone: the word after the mark sought on the mark's line, and
+# ``regex``'s whitespace, which leaves out \x1c-\x1f, spelled out (``re`` is twice as fast
+# here, and the pattern needs nothing else of ``regex``).
+_NEXT_WORD = r"\s+(?P<next_tok>\S+)"
+_NEXT_WORD_ON_LINE = r"[^\S\n\x1c-\x1f]+(?P<next_tok>[\S\x1c-\x1f]+)"
+_CLASS_ESCAPE = re.compile(r"\\[sSwWdDbB]")
 
 
-def _last_space_finder(text: str) -> Callable[[int, int], int]:
-    """``find(lo, hi)``: the index of the last ASCII whitespace in text[lo:hi], or -1; one
-    ``rfind`` where the text has only spaces (most text)."""
-    if not _OTHER_ASCII_SPACES.search(text):
-        return functools.partial(text.rfind, " ")
-    return lambda lo, hi: max(text.rfind(c, lo, hi) for c in _ASCII_SPACES)
+def line_candidates(candidates: regex.Pattern) -> re.Pattern:
+    """nltk's candidate pattern, for candidates on one line of a text (see above)."""
+    source = candidates.pattern.replace(_NEXT_WORD, "", 1)
+    if len(source) == len(candidates.pattern) or _CLASS_ESCAPE.search(source):
+        raise RuntimeError("nltk's Punkt candidate pattern no longer has the form this module "
+                           f"reads ({candidates.pattern!r}); use the nltk version setup.py pins")
+    return re.compile(candidates.pattern.replace(_NEXT_WORD, _NEXT_WORD_ON_LINE),
+                      re.VERBOSE)
 
 
 # Punkt breaks only after a sentence-final mark that some whitespace follows (after closing
@@ -265,9 +318,6 @@ _WINDOW_CUT = re.compile(r"[.!?。！？][\"')\]»”’]*\s+|\s+")
 
 _SENT_END_CLASS = f"[{re.escape(''.join(MultilingualLanguageVars.sent_end_chars))}]"
 _MAYBE_SEVERAL = re.compile(f"{_SENT_END_CLASS}\\S*\\s")
-# _MAYBE_SEVERAL on a stripped line, over a whole text: a mark, then whitespace and more text on
-# the same line. A text without one is its stripped non-empty lines.
-_CANDIDATE_LINE = re.compile(f"{_SENT_END_CLASS}\\S*[^\\S\\n]+\\S")
 
 
 def primary_language(lang: str) -> str:
@@ -338,25 +388,55 @@ class SentenceSplitter:
                     yield offset + start + lead, offset + start + lead + len(stripped)
 
     def split(self, text: str) -> list[str]:
-        """The sentences ``spans`` gives, as strings: line by line, without its offsets, where
-        no line needs cutting into windows (most text; on short real documents the paragraph
-        bookkeeping cost as much as Punkt)."""
-        if not self._punkt or len(text) > MAX_PARAGRAPH_CHARS:
-            return [text[start:end] for start, end in self.spans(text)]
-        if not _CANDIDATE_LINE.search(text):
-            return [stripped for line in text.split("\n") if (stripped := line.strip())]
-        sentences = []
-        for line in text.split("\n"):
-            stripped = line.strip()
-            if not stripped:
-                continue
-            if not _MAYBE_SEVERAL.search(stripped):
-                sentences.append(stripped)
-                continue
-            for start, end in self._punkt.span_tokenize(line):
-                if piece := line[start:end].strip():
-                    sentences.append(piece)
-        return sentences
+        """The sentences ``spans`` gives, as strings."""
+        return self.split_many([text])[0]
+
+    def split_many(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+        """The sentences ``split`` gives for each text, all in one list, and how many each text
+        has. Where no line needs cutting into windows (most text), the texts are split as one:
+        their lines at once, then Punkt's breaks (``CachedPunkt.line_breaks``) on the lines
+        that have some. On short real documents, work per text or per line in Python cost more
+        than Punkt's decisions."""
+        if not self._punkt or any(len(text) > MAX_PARAGRAPH_CHARS for text in texts):
+            per_text = [[text[start:end] for start, end in self.spans(text)] for text in texts]
+            return [s for sentences in per_text for s in sentences], list(map(len, per_text))
+        joined = "\n".join(texts)
+        lines = joined.split("\n")
+        sentences = list(map(str.strip, lines))
+        per_line = np.fromiter(map(bool, sentences), np.int64, len(sentences))
+        breaks = self._punkt.line_breaks(joined)
+        if breaks:
+            sentences = self._with_breaks(lines, sentences, per_line, breaks)
+        sentences = list(filter(None, sentences))
+        if len(texts) == 1:
+            return sentences, [len(sentences)]
+        lines_per_text = [text.count("\n") + 1 for text in texts]
+        first_lines = np.cumsum([0] + lines_per_text[:-1])
+        return sentences, np.add.reduceat(per_line, first_lines).tolist()
+
+    def _with_breaks(self, lines: list[str], sentences: list[str], per_line: np.ndarray,
+                     breaks: list[tuple[int, int]]) -> list[str]:
+        """``sentences`` (one per line) with each line that has Punkt breaks (offsets in the
+        lines joined by "\\n") replaced by its sentences; ``per_line`` counts them."""
+        line_starts = np.zeros(len(lines), np.int64)
+        np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines))[:-1] + 1,
+                  out=line_starts[1:])
+        line_of = np.searchsorted(line_starts, [end for end, _ in breaks], side="right") - 1
+        by_line: dict[int, list[tuple[int, int]]] = {}
+        for (end, next_start), line in zip(breaks, line_of.tolist()):
+            by_line.setdefault(line, []).append((end, next_start))
+        assembled, previous = [], 0
+        for line, line_breaks in by_line.items():
+            text, offset = lines[line], int(line_starts[line])
+            pieces = [piece for start, end in self._punkt.spans_of_breaks(
+                text, [(end - offset, next_start - offset) for end, next_start in line_breaks])
+                if (piece := text[start:end].strip())]
+            assembled += sentences[previous:line]
+            assembled += pieces
+            per_line[line] = len(pieces)
+            previous = line + 1
+        assembled += sentences[previous:]
+        return assembled
 
     def _windows(self, text: str) -> Iterator[tuple[int, str]]:
         """(offset, text) of each paragraph, long ones cut into bounded windows."""
