@@ -57,9 +57,11 @@ from megatron_seqpt.tokenizer.special_tokens import EOS_ID
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 # Characters of text per batch of items handed to sentencepiece: small enough that a chunk
-# makes several (they overlap with splitting), large enough that the GIL changes hands seldom
-# (each batch takes it back once; 50 MB, sentence mode: 2.1 s at 64,000, 1.75 s at 256,000).
-OVERLAP_CHARS = 256_000
+# makes one or more (they overlap with splitting), large enough that the two threads seldom
+# hand work over. Sentence mode, one worker, steady rate over sentencepiece's (2 runs each):
+# 50 MB of the default corpus 0.65-0.69 at 256,000, 0.78-0.85 at 512,000, 0.79-0.82 at
+# 1,000,000; 14 MB of real text (fortunes) 0.49-0.52, 0.54-0.57, 0.55-0.56.
+OVERLAP_CHARS = 512_000
 # The interpreter while preprocessing. Python's thread switch interval (default 5 ms):
 # sentencepiece's thread waits that long for the GIL each time it needs it back from the
 # splitting thread; measured, its encoding ran at 0.4 of its own speed beside a busy thread at
