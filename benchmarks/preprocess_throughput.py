@@ -10,8 +10,9 @@ is then skipped.
 Builds corpora of about --mb and --memory-mb megabytes from the default corpus (its records
 reshuffled for each repetition), trains a tokenizer on the default corpus, and measures in one run:
 - the ceiling: ``sp.encode(texts, num_threads=1)`` tokens/s on the corpus' first 10 MB of texts
-  at its best (garbage collector off, one call or preprocessing's batches), measured again next
-  to each run (this machine's speed drifts; ratios use the adjacent one);
+  at its best (garbage collector off, one call or preprocessing's batches, lists or numpy
+  output), measured again next to each run (this machine's speed drifts; ratios use the
+  adjacent one);
 - ``preprocess`` tokens/s with each worker count, per document and with sentence splitting, and
   its ratio to (workers x ceiling); sentence splitting also without its fixed cost of learning
   Punkt per language ("steady");
@@ -62,8 +63,8 @@ def ceiling(texts: list[str], model: Path) -> float:
     """sentencepiece's encode rate (tokens/s, one thread) on these texts at its best: with
     Python's garbage collector off (the lists it returns otherwise set off collections that
     cost it 15-25% here, and preprocessing runs with the collector tuned), in one call and in
-    batches of OVERLAP_CHARS characters as preprocessing makes them; the best of two timings
-    of each after a warm-up."""
+    batches of OVERLAP_CHARS characters as preprocessing makes them, returning lists and (where
+    it can, 0.2.2+) numpy arrays; the best of two timings of each after a warm-up."""
     sp = spm.SentencePieceProcessor(model_file=str(model))
     sp.encode(texts[:1000], num_threads=1)
     batches, batch, size = [], [], 0
@@ -74,14 +75,22 @@ def ceiling(texts: list[str], model: Path) -> float:
             batches.append(batch)
             batch, size = [], 0
     batches.append(batch)
+    outputs = [{}]
+    try:
+        sp.encode(texts[:10], num_threads=1, return_type="numpy")
+        outputs.append({"return_type": "numpy"})
+    except (TypeError, ValueError):
+        pass
     rates = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for split in ([texts], batches) * 2:
-            started = time.perf_counter()
-            tokens = sum(len(ids) for part in split for ids in sp.encode(part, num_threads=1))
-            rates.append(tokens / (time.perf_counter() - started))
+        for output in outputs:
+            for split in ([texts], batches) * 2:
+                started = time.perf_counter()
+                tokens = sum(len(ids) for part in split
+                             for ids in sp.encode(part, num_threads=1, **output))
+                rates.append(tokens / (time.perf_counter() - started))
     finally:
         if gc_was_enabled:
             gc.enable()

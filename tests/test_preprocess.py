@@ -128,8 +128,9 @@ def test_a_chunk_drops_items_encoded_to_nothing_and_ends_documents_with_eod(appe
             per_document = [rng.choice([0, 1, 2, 3]) for _ in range(rng.randint(0, 6))]
             ids = [[rng.randint(5, 900) for _ in range(rng.choice([0, 0, 1, 3]))]
                    for _ in range(sum(per_document))]
-            done = Future()
-            done.set_result(ids)
+            done = Future()  # what the encoding thread gives: counts and ids as arrays
+            done.set_result((np.array([len(item) for item in ids], np.int64),
+                             np.array([token for item in ids for token in item], np.int32)))
             encoded = encoder.collect(_Submitted(per_document, [done], 0))
             documents, start = [], 0
             for count in per_document:

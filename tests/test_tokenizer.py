@@ -10,11 +10,13 @@ from sentencepiece import sentencepiece_model_pb2
 
 from megatron_seqpt.config.schema import ParallelConfig
 from megatron_seqpt.tokenizer import special_tokens as st
+from megatron_seqpt.tokenizer.flat_encoding import FlatEncoder
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import (
     SentencePieceTokenizer,
     TokenizerModelError,
 )
 from tests.prepared_data import build, prepared_corpus, tokenizer
+from tests.raw_corpus import records, tokenizer_model
 
 
 def test_special_and_sentinel_ids_exist_and_are_distinct():
@@ -135,3 +137,23 @@ def test_whole_word_masking_never_masks_part_of_a_word(single_process, tmp_path)
     # The same check finds partly masked words when whole-word masking is off.
     partial, _, _ = _masking_by_words(build("encoder", tmp_path, whole_word_masking=False), 300)
     assert partial > 50
+
+
+def test_flat_encoding_gives_encodes_ids_with_and_without_sentencepieces_buffers():
+    """Preprocessing's batch encoding (one array of ids, one of counts) from sentencepiece's raw
+    buffers where it has them, else from its lists: either way what ``encode`` gives, on every
+    language of the default corpus, sentences, texts that encode to nothing, and none."""
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model()))
+    texts = [t for r in records() for t in (r["text"], *r["text"].split(". "))]
+    texts += ["", "\u200b", " "]
+    expected = sp.encode(texts)
+    with_buffers, with_lists = FlatEncoder(sp), FlatEncoder(sp)
+    with_lists._buffers = None
+    # sentencepiece has them from 0.2.2 on.
+    version = tuple(int(part) for part in spm.__version__.split(".")[:3])
+    assert with_buffers.uses_buffers == (version >= (0, 2, 2))
+    for encoder in (with_buffers, with_lists):
+        lengths, ids = encoder(texts)
+        assert lengths.tolist() == [len(x) for x in expected]
+        assert ids.dtype == np.int32 and ids.tolist() == [i for x in expected for i in x]
+        assert [a.size for a in encoder([])] == [0, 0]

@@ -24,7 +24,6 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Sequence
 
@@ -52,6 +51,7 @@ from megatron_seqpt.text.sentences import (
     survey_inputs,
     survey_languages,
 )
+from megatron_seqpt.tokenizer.flat_encoding import FlatEncoder
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import load_processor
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
 
@@ -201,7 +201,7 @@ class _ChunkEncoder:
 
     def __init__(self, settings: _EncoderSettings):
         self.options = settings.read_options
-        self.sp = load_processor(Path(settings.model_file))
+        self._encode_flat = FlatEncoder(load_processor(Path(settings.model_file)))
         self.splitters = ({lang: SentenceSplitter(lang, p) for lang, p in settings.punkt.items()}
                           if settings.punkt is not None else None)
         self.append_eod = settings.append_eod
@@ -257,9 +257,9 @@ class _ChunkEncoder:
     def collect(self, submitted: _Submitted) -> _Encoded:
         """The chunk's tokens, once its batches are encoded (array operations, not a loop
         over items: this thread is the busier of the two)."""
-        ids = [item for batch in submitted.batches for item in batch.result()]
-        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-        tokens = np.fromiter(chain.from_iterable(ids), self.dtype, int(lengths.sum()))
+        encoded = [batch.result() for batch in submitted.batches]
+        lengths = np.concatenate([lengths for lengths, _ in encoded])
+        tokens = np.concatenate([ids for _, ids in encoded]).astype(self.dtype, copy=False)
         per_document = submitted.per_document
         document_of = np.repeat(np.arange(len(per_document)), per_document)
         # Items that normalise to nothing (e.g. only zero-width characters) are dropped.
@@ -273,10 +273,10 @@ class _ChunkEncoder:
         return _Encoded(tokens, lengths, items.tolist(), submitted.cut_paragraphs,
                         submitted.documents, submitted.skipped)
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        # One batch call. Lists, not numpy output: sentencepiece then takes the GIL once per
-        # batch, not once per item, so the splitting thread keeps running meanwhile.
-        return self.sp.encode(texts, num_threads=1) if texts else []
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        # One batch call, its ids as arrays (``FlatEncoder``): the GIL is taken once per batch,
+        # briefly, so the splitting thread keeps running meanwhile.
+        return self._encode_flat(texts)
 
     def _cut_paragraphs(self) -> int:
         return sum(s.cut_paragraphs for s in self.splitters.values()) if self.splitters else 0
