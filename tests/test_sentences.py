@@ -6,10 +6,11 @@ import random
 import re
 
 import pytest
+import regex
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
 
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.text.punkt_training import unguarded
+from megatron_seqpt.text.punkt_training import as_re, unguarded
 from megatron_seqpt.tasks.builtin import builtin_task
 from megatron_seqpt.text.sentences import (
     MAX_PARAGRAPH_CHARS,
@@ -302,17 +303,35 @@ def test_split_many_gives_the_sentences_of_each_text(splitters, lang):
     assert counts == [len(e) for e in expected[:3]] + [len(list(splitter.spans(long_text)))]
 
 
+# Characters on which Punkt's patterns turn, and whitespace that ``re`` and ``regex`` see alike
+# and unlike (\x1c-\x1f).
+_PATTERN_ALPHABET = ["a", "Bc", "1", ".", "!", "?", "।", "؟", "\"", "'", ")", "(", "»", "”", ":",
+                     ",", "-", "--", "...", ". . .", " ", "  ", "\t", "\r", "\x0b", "\x1c",
+                     "\x1f", "\x85", "\xa0", "\u2028", "\u3000", "\n"]
+
+
+def test_punkts_word_pattern_compiled_by_re_finds_nltks_words():
+    nltks = unguarded(MultilingualLanguageVars()._word_tokenizer_re())
+    ours = as_re(nltks)
+    assert isinstance(ours, re.Pattern)
+    rng = random.Random(1)
+    lines = ["".join(rng.choices(_PATTERN_ALPHABET[:-1], k=rng.randint(0, 60)))
+             for _ in range(20_000)]
+    assert [ours.findall(line) for line in lines] == [nltks.findall(line) for line in lines]
+    # A pattern it cannot spell in re (\\w differs too) is kept as it is.
+    kept = regex.compile(r"\w+\s")
+    assert as_re(kept) is kept
+
+
 def test_line_candidates_are_nltks_candidates_on_each_line_alone():
     """The candidate pattern of Python's ``re`` over a text of many lines finds what nltk's
     (``regex``) finds on each line alone, with whitespace that the two engines see alike and
     unlike (\\x1c-\\x1f), closing punctuation and every mark."""
     nltks = unguarded(MultilingualLanguageVars().period_context_re())
     ours = line_candidates(nltks)
+    assert isinstance(ours, re.Pattern)
     rng = random.Random(0)
-    alphabet = ["a", "Bc", "1", ".", "!", "?", "।", "؟", "\"", "'", ")", "»", "”", ":", "--",
-                " ", "  ", "\t", "\r", "\x0b", "\x1c", "\x1f", "\x85", "\xa0", "\u2028",
-                "\u3000", "\n"]
-    text = "".join(rng.choices(alphabet, k=200_000))
+    text = "".join(rng.choices(_PATTERN_ALPHABET, k=200_000))
 
     def found(pattern, line, offset=0):
         return [(m.start() + offset, m.end() + offset, m.group("after_tok"), m.group("next_tok"))

@@ -201,7 +201,9 @@ class _ChunkEncoder:
 
     def __init__(self, settings: _EncoderSettings):
         self.options = settings.read_options
-        self._encode_flat = FlatEncoder(load_processor(Path(settings.model_file)))
+        # One call per batch, its ids as arrays: the GIL is taken once per batch, briefly, so
+        # the splitting thread keeps running meanwhile.
+        self._encode = FlatEncoder(load_processor(Path(settings.model_file)))
         self.splitters = ({lang: SentenceSplitter(lang, p) for lang, p in settings.punkt.items()}
                           if settings.punkt is not None else None)
         self.append_eod = settings.append_eod
@@ -272,11 +274,6 @@ class _ChunkEncoder:
             lengths[last] += 1
         return _Encoded(tokens, lengths, items.tolist(), submitted.cut_paragraphs,
                         submitted.documents, submitted.skipped)
-
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        # One batch call, its ids as arrays (``FlatEncoder``): the GIL is taken once per batch,
-        # briefly, so the splitting thread keeps running meanwhile.
-        return self._encode_flat(texts)
 
     def _cut_paragraphs(self) -> int:
         return sum(s.cut_paragraphs for s in self.splitters.values()) if self.splitters else 0

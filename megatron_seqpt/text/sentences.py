@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+import nltk
 import nltk.data
 import numpy as np
 import regex
@@ -41,7 +42,7 @@ from nltk.tokenize.punkt import (
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import ByteProgress, ReadOptions, Skips, read_records
-from megatron_seqpt.text.punkt_training import train_punkt, unguarded
+from megatron_seqpt.text.punkt_training import as_re, train_punkt, unguarded
 
 # Languages written without spaces between sentences (ISO 639-1 and -3 primary subtags).
 NO_SPACE_LANGUAGES = frozenset({"ja", "jpn", "zh", "zho", "cmn", "yue", "wuu", "th", "tha",
@@ -140,7 +141,7 @@ class CachedPunkt(PunktSentenceTokenizer):
     def __init__(self, params: PunktParameters, lang_vars: PunktLanguageVars):
         super().__init__(params, lang_vars=lang_vars, token_cls=CachedToken)
         self._sent_end_chars = frozenset(lang_vars.sent_end_chars)
-        self._word_tokenize = unguarded(lang_vars._word_tokenizer_re()).findall
+        self._word_tokenize = as_re(unguarded(lang_vars._word_tokenizer_re())).findall
         self._find_candidates = unguarded(lang_vars.period_context_re()).finditer
         self._find_line_candidates = line_candidates(
             unguarded(lang_vars.period_context_re())).finditer
@@ -288,23 +289,21 @@ class CachedPunkt(PunktSentenceTokenizer):
 # nltk looks for the word before a mark back to the last ASCII whitespace (string.whitespace).
 _LAST_ASCII_SPACE = regex.compile("[ \t\n\r\x0b\x0c]", regex.REVERSE)
 
-# nltk's candidate pattern (``regex``) as a pattern of Python's ``re`` that finds its
-# candidates on each line alone: the word after the mark sought on the mark's line, and
-# ``regex``'s whitespace, which leaves out \x1c-\x1f, spelled out (``re`` is twice as fast
-# here, and the pattern needs nothing else of ``regex``).
+# nltk's candidate pattern with the word after the mark sought on the mark's line only: over a
+# text of many lines, the candidates it finds on each line alone.
 _NEXT_WORD = r"\s+(?P<next_tok>\S+)"
-_NEXT_WORD_ON_LINE = r"[^\S\n\x1c-\x1f]+(?P<next_tok>[\S\x1c-\x1f]+)"
-_CLASS_ESCAPE = re.compile(r"\\[sSwWdDbB]")
+_NEXT_WORD_ON_LINE = r"(?:(?!\n)\s)+(?P<next_tok>\S+)"
 
 
-def line_candidates(candidates: regex.Pattern) -> re.Pattern:
-    """nltk's candidate pattern, for candidates on one line of a text (see above)."""
-    source = candidates.pattern.replace(_NEXT_WORD, "", 1)
-    if len(source) == len(candidates.pattern) or _CLASS_ESCAPE.search(source):
-        raise RuntimeError("nltk's Punkt candidate pattern no longer has the form this module "
-                           f"reads ({candidates.pattern!r}); use the nltk version setup.py pins")
-    return re.compile(candidates.pattern.replace(_NEXT_WORD, _NEXT_WORD_ON_LINE),
-                      re.VERBOSE)
+def line_candidates(candidates: regex.Pattern) -> re.Pattern | regex.Pattern:
+    """nltk's candidate pattern, for candidates on one line of a text (see above), compiled
+    by ``re`` (``as_re``)."""
+    if _NEXT_WORD not in candidates.pattern:
+        raise RuntimeError(f"nltk {nltk.__version__}'s Punkt candidate pattern does not have "
+                           f"the form this module reads ({candidates.pattern!r}); install the "
+                           "nltk it is tested with: pip install 'nltk==3.10.*'")
+    return as_re(regex.compile(candidates.pattern.replace(_NEXT_WORD, _NEXT_WORD_ON_LINE),
+                               candidates.flags))
 
 
 # Punkt breaks only after a sentence-final mark that some whitespace follows (after closing
@@ -426,11 +425,11 @@ class SentenceSplitter:
         for (end, next_start), line in zip(breaks, line_of.tolist()):
             by_line.setdefault(line, []).append((end, next_start))
         assembled, previous = [], 0
-        for line, line_breaks in by_line.items():
+        for line, breaks_on_line in by_line.items():
             text, offset = lines[line], int(line_starts[line])
-            pieces = [piece for start, end in self._punkt.spans_of_breaks(
-                text, [(end - offset, next_start - offset) for end, next_start in line_breaks])
-                if (piece := text[start:end].strip())]
+            spans = self._punkt.spans_of_breaks(
+                text, [(end - offset, next_start - offset) for end, next_start in breaks_on_line])
+            pieces = [piece for start, end in spans if (piece := text[start:end].strip())]
             assembled += sentences[previous:line]
             assembled += pieces
             per_line[line] = len(pieces)
