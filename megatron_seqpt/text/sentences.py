@@ -275,12 +275,14 @@ class CachedPunkt(PunktSentenceTokenizer):
             word_start, word_end = start, mark
         breaks = []
         for match, start in candidates:
-            word = text[start:match.start()]
-            # A context "word." whose word is letters only starts with the token "word.": when
-            # that breaks before any next token, the context holds a break.
-            if (match.group() == "." and len(word) > 1 and word.isalpha()
-                    and self._letters_break_before_any(word)) or \
-                    self.text_contains_sentbreak(word + match.group() + match.group("after_tok")):
+            word, mark = text[start:match.start()], match.group()
+            # Any other mark than '.' is a token of its own (Punkt's word pattern ends words
+            # before it) and some token follows it in the context, so the context holds a
+            # break. A context "word." whose word is letters only starts with the token "word.":
+            # when that breaks before any next token, the context holds a break.
+            if mark != "." or (len(word) > 1 and word.isalpha()
+                               and self._letters_break_before_any(word)) or \
+                    self.text_contains_sentbreak(word + mark + match.group("after_tok")):
                 breaks.append((match.end(), match.start("next_tok") if match.group("next_tok")
                                else match.end()))
         return breaks
