@@ -142,9 +142,9 @@ class CachedPunkt(PunktSentenceTokenizer):
         super().__init__(params, lang_vars=lang_vars, token_cls=CachedToken)
         self._sent_end_chars = frozenset(lang_vars.sent_end_chars)
         self._word_tokenize = as_re(unguarded(lang_vars._word_tokenizer_re())).findall
-        self._find_candidates = unguarded(lang_vars.period_context_re()).finditer
-        self._find_line_candidates = line_candidates(
-            unguarded(lang_vars.period_context_re())).finditer
+        candidates = unguarded(lang_vars.period_context_re())
+        self._find_candidates = candidates.finditer
+        self._find_line_candidates = line_candidates(candidates).finditer
         self._match_closing = unguarded(lang_vars.re_boundary_realignment).match
         self._pair_breaks: dict[tuple[str, str], bool] = {}
         self._collocation_starts = frozenset(first for first, _ in params.collocations)
