@@ -42,7 +42,8 @@ import sentencepiece as spm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megatron_seqpt.data.preprocess import OVERLAP_CHARS, preprocess  # noqa: E402
+from megatron_seqpt.data.chunk_encoding import OVERLAP_CHARS  # noqa: E402
+from megatron_seqpt.data.preprocess import preprocess  # noqa: E402
 from megatron_seqpt.text.corpus import default_corpus_path  # noqa: E402
 from megatron_seqpt.tokenizer.training import train_tokenizer  # noqa: E402
 

@@ -21,11 +21,17 @@ def fails_on_three(value: int) -> int:
 
 
 def test_results_come_in_order_from_every_worker():
+    results = []
     with OrderedWorkers(3) as pool:
-        results = list(pool.imap(slow_square, range(20), argument=lambda item: item))
-    assert [item for item, _ in results] == list(range(20))
-    assert [square for _, (square, _) in results] == [value * value for value in range(20)]
-    assert len({pid for _, (_, pid) in results}) == 3
+        assert pool.capacity == 6
+        for value in range(20):
+            pool.submit(slow_square, value)
+            if pool.in_flight == pool.capacity:
+                results.append(pool.receive())
+        while pool.in_flight:
+            results.append(pool.receive())
+    assert [square for square, _ in results] == [value * value for value in range(20)]
+    assert len({pid for _, pid in results}) == 3
 
 
 def test_a_worker_exception_is_raised_and_the_workers_stop():
@@ -33,5 +39,8 @@ def test_a_worker_exception_is_raised_and_the_workers_stop():
     processes = [worker.process for worker in pool._workers]
     with pytest.raises(ValueError, match="bad item 3"):
         with pool:
-            pool.map(fails_on_three, range(10))
+            for value in range(10):
+                pool.submit(fails_on_three, value)
+            for _ in range(10):
+                pool.receive()
     assert all(not process.is_alive() for process in processes)

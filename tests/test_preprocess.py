@@ -25,19 +25,15 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron_seqpt.config.schema import DataConfig
 from megatron_seqpt.data.indexed_writer import IndexedOutputs
 from megatron_seqpt.data.prepare import prepare
-from megatron_seqpt.data.preprocess import (
-    _chunks,
-    _ChunkEncoder,
-    _EncoderSettings,
-    _Submitted,
-    dataset_prefix,
-    preprocess,
-)
+from megatron_seqpt.data.chunk_encoding import ChunkEncoder, EncoderSettings, _Submitted
+from megatron_seqpt.data.preprocess import _chunks, dataset_prefix, preprocess
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import CorpusError, ReadOptions
 from megatron_seqpt.text.sentences import (
+    DEFAULT_SAMPLE_CHARS,
     MAX_PARAGRAPH_CHARS,
     SentenceSplitter,
+    learn_punkt,
     learn_splitters,
     survey_languages,
 )
@@ -121,7 +117,7 @@ def test_a_chunk_drops_items_encoded_to_nothing_and_ends_documents_with_eod(appe
     """Items that encode to no tokens (text the tokenizer normalises away: not in the built-in
     corpus) are dropped, and </s> goes to a document's last kept item."""
     rng = random.Random(0)
-    encoder = _ChunkEncoder(_EncoderSettings(str(tokenizer_model()), None, append_eod,
+    encoder = ChunkEncoder(EncoderSettings(str(tokenizer_model()), False, append_eod,
                                              np.uint16))
     try:
         for _ in range(300):
@@ -225,19 +221,27 @@ def test_small_files_share_chunks_and_write_what_one_file_writes(tmp_path):
     assert files(tmp_path / "many") == files(tmp_path / "one")
 
 
-@pytest.mark.parametrize("split", [True, False])
-def test_interleaved_languages_and_keys_go_to_their_datasets_in_order(sp, tmp_path, split):
+@pytest.mark.parametrize("split, workers, sample_chars", [
+    (False, 1, DEFAULT_SAMPLE_CHARS), (True, 1, DEFAULT_SAMPLE_CHARS), (True, 1, 3_000),
+    (True, 2, 3_000)])
+def test_interleaved_languages_and_keys_go_to_their_datasets_in_order(sp, tmp_path, split,
+                                                                      workers, sample_chars):
     """A chunk's documents are written with one call per dataset: records of all languages
-    shuffled together, two keys each, reach each (language, key) dataset in input order."""
+    shuffled together, two keys each, reach each (language, key) dataset in input order. In
+    sentence mode each language is split with Punkt learned from its first ``sample_chars``
+    of text: with a small sample, languages are learned part way (records held until then,
+    chunks on their way without the parameters, then chunks with them)."""
     rng = random.Random(0)
     rows = [dict(r, title=r["text"].split("\n")[0][:60]) for r in records()]
     rng.shuffle(rows)
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)
-    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(), workers=1,
+    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(), workers=workers,
                          split_sentences=split, json_keys=("text", "title"), append_eod=True,
-                         chunk_bytes=20_000, progress=False)
+                         chunk_bytes=20_000 // workers, progress=False,
+                         punkt_sample_chars=sample_chars)
     if split:
-        surveys = survey_languages((r["lang"], r[key]) for r in rows for key in ("text", "title"))
+        surveys = survey_languages(((r["lang"], r[key]) for r in rows
+                                    for key in ("text", "title")), sample_chars)
         splitters = {lang: SentenceSplitter(lang, p) for lang, p in
                      learn_splitters({lang: s.sample for lang, s in surveys.items()}).items()}
     for dataset in summary.datasets:
@@ -249,6 +253,66 @@ def test_interleaved_languages_and_keys_go_to_their_datasets_in_order(sp, tmp_pa
         assert [[list(item) for item in doc] for doc in documents(dataset.prefix)] == expected
         assert (dataset.documents, dataset.sentences) == (len(texts), sum(map(len, expected)))
     assert len(summary.datasets) == 2 * len(LANGS)
+
+
+def test_sentence_mode_reads_the_input_once_so_a_named_pipe_works(sentence_run, tmp_path):
+    fifo = tmp_path / "in" / "udhr.jsonl"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(CORPUS.read_bytes(),))
+    writer.start()
+    # Were the input read twice, the second open would wait for a writer for ever: this one
+    # ends it with no lines, which fails the comparison instead of hanging the test.
+    deadline = threading.Timer(120, lambda: open(fifo, "wb").close())
+    deadline.start()
+    try:
+        preprocess([fifo], tmp_path / "out" / "udhr", tokenizer_model(), split_sentences=True,
+                   progress=False)
+    finally:
+        deadline.cancel()
+        writer.join()
+    assert files(tmp_path / "out") == files(sentence_run[0])
+
+
+def test_the_first_skipped_record_is_the_earliest_whatever_order_they_are_found_in(tmp_path):
+    # Languages not learned yet are encoded late (here both, at the end, German first); the
+    # English empty document comes first in the input.
+    empty = {reason: line for reason, line in BAD_LINES.items() if reason == "empty_document"}
+    rows = [GOOD[0], empty["empty_document"], *GOOD[1:30],
+            json.dumps({"text": " ", "lang": "de"}).encode(), *GOOD[30:]]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(), on_error="skip",
+                         split_sentences=True, progress=False)
+    assert dict(summary.skips.counts) == {"empty_document": 2}
+    assert summary.skips.first == {"empty_document": f"{path}:2"}
+
+
+def test_punkt_parameters_from_a_directory_are_used_and_the_other_languages_learned(
+        sp, tmp_path):
+    folder = tmp_path / "punkt" / "english"
+    folder.mkdir(parents=True)
+    (folder / "abbrev_types.txt").write_text("art\n")
+    for name in ("collocations.tab", "sent_starters.txt", "ortho_context.tab"):
+        (folder / name).write_text("")
+    text = "It is in Art. Seven of the text. Read it."
+    rows = [*records(), {"text": text, "lang": "en"}]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(), workers=2,
+                         split_sentences=True, punkt_dir=tmp_path / "punkt",
+                         chunk_bytes=20_000, progress=False)
+    surveys = survey_languages((r["lang"], r["text"]) for r in rows)
+    splitters = {lang: SentenceSplitter(lang, p) for lang, p in
+                 learn_splitters({lang: s.sample for lang, s in surveys.items()},
+                                 tmp_path / "punkt").items()}
+    # What the directory's abbreviation changes: learned from the corpus, "Art." ends one.
+    assert splitters["en"].split(text) == ["It is in Art. Seven of the text.", "Read it."]
+    assert len(SentenceSplitter("en", learn_punkt("\n".join(texts_of("en")))).split(text)) == 3
+    for lang, prefix in summary.prefixes().items():
+        assert [[list(item) for item in doc] for doc in documents(prefix)] == [
+            sp.encode(splitters[lang].split(row["text"])) for row in rows if row["lang"] == lang]
+    with pytest.raises(UserError, match="Punkt directory .*missing does not exist"):
+        preprocess([path], tmp_path / "out2" / "x", tokenizer_model(), split_sentences=True,
+                   punkt_dir=tmp_path / "missing", progress=False)
 
 
 def test_error_messages_say_what_to_do(tmp_path):

@@ -21,7 +21,6 @@ from megatron_seqpt.text.sentences import (
     learn_splitters,
     line_candidates,
     load_punkt_dir,
-    merge_surveys,
     survey_languages,
     uses_punkt,
 )
@@ -343,21 +342,3 @@ def test_line_candidates_are_nltks_candidates_on_each_line_alone():
         offset += len(line) + 1
     assert found(ours, text) == expected
     assert sum(next_tok is not None for *_, next_tok in expected) > 1000
-
-
-@pytest.mark.parametrize("sample_chars", [1000, 20_000, 10**9])
-def test_surveys_of_consecutive_pieces_merge_into_the_survey_of_the_whole(sample_chars):
-    """Workers survey chunks of the input; merged in order, that is the one-process survey."""
-    rng = random.Random(sample_chars)
-    texts = [(r["lang"], r["text"]) for r in records()] * 3
-    rng.shuffle(texts)
-    cuts = sorted(rng.sample(range(1, len(texts)), 30))
-    pieces = [texts[a:b] for a, b in zip([0, *cuts], [*cuts, len(texts)])]
-    merged = merge_surveys((survey_languages(piece, sample_chars) for piece in pieces),
-                           sample_chars)
-    whole = survey_languages(texts, sample_chars)
-    assert list(merged) == list(whole)
-    for lang, survey in whole.items():
-        assert (merged[lang].documents, merged[lang].chars, merged[lang].sample,
-                merged[lang].sample_chars) == (survey.documents, survey.chars, survey.sample,
-                                               survey.sample_chars)

@@ -19,11 +19,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable
 
 from megatron_seqpt.errors import UserError
 
-Item = TypeVar("Item")
 # Tasks each worker holds at most (one being worked on, one waiting): enough to keep it busy.
 IN_FLIGHT_PER_WORKER = 2
 
@@ -77,6 +76,9 @@ class OrderedWorkers:
                  name: str = "worker"):
         context = multiprocessing.get_context()
         self._workers: list[_Worker] = []
+        # The worker of each task sent and not yet received, oldest first.
+        self._pending: deque[_Worker] = deque()
+        self._submitted = 0
         try:
             for index in range(count):
                 task_reader, task_writer = context.Pipe(duplex=False)
@@ -102,27 +104,27 @@ class OrderedWorkers:
     def __exit__(self, exc_type, exc, traceback) -> None:
         self.close(kill=exc_type is not None)
 
-    def imap(self, function: Callable[[Any], Any], items: Iterable[Item],
-             argument: Callable[[Item], Any] = lambda item: item
-             ) -> Iterator[tuple[Item, Any]]:
-        """(item, function(argument(item))) in the items' order, computed in the workers; at
-        most IN_FLIGHT_PER_WORKER items per worker are read ahead. A worker's exception is
-        raised here; a worker that died raises WorkerDied."""
-        pending: deque[tuple[Item, _Worker]] = deque()
-        limit = IN_FLIGHT_PER_WORKER * len(self._workers)
-        for index, item in enumerate(items):
-            worker = self._workers[index % len(self._workers)]
-            worker.outbox.put((function, argument(item)))
-            pending.append((item, worker))
-            while pending and (len(pending) >= limit or pending[0][1].results.poll()):
-                done, worker = pending.popleft()
-                yield done, self._receive(worker)
-        while pending:
-            done, worker = pending.popleft()
-            yield done, self._receive(worker)
+    @property
+    def capacity(self) -> int:
+        """Tasks in flight that keep every worker busy."""
+        return IN_FLIGHT_PER_WORKER * len(self._workers)
 
-    def map(self, function: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        return [result for _, result in self.imap(function, items)]
+    def submit(self, function: Callable[[Any], Any], argument: Any) -> None:
+        """Send ``function(argument)`` to the next worker in turn; ``receive`` gives results in
+        the order of these calls."""
+        worker = self._workers[self._submitted % len(self._workers)]
+        self._submitted += 1
+        worker.outbox.put((function, argument))
+        self._pending.append(worker)
+
+    def receive(self) -> Any:
+        """The result of the oldest task not yet received. A worker's exception is raised
+        here; a worker that died raises WorkerDied."""
+        return self._receive(self._pending.popleft())
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
 
     def close(self, kill: bool = False) -> None:
         """Stop the workers: after their current tasks, or at once with ``kill``."""

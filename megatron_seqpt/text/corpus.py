@@ -63,14 +63,26 @@ class CorpusError(UserError):
 
 @dataclass
 class Skips:
-    """Records left out with ``on_error="skip"``: a count per reason and where each was first."""
+    """Records left out with ``on_error="skip"``: a count per reason and where each was first.
+    Given the input files in order, "first" is the earliest in the input, whatever order the
+    errors come in (preprocessing finds some late: ``punkt_on_the_way``); else the first
+    added."""
 
     counts: Counter = field(default_factory=Counter)
     first: dict[str, str] = field(default_factory=dict)
+    inputs: Sequence[str] = ()
+    _first_at: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self._input_index = {path: index for index, path in enumerate(self.inputs)}
 
     def add(self, error: CorpusError) -> None:
         self.counts[error.reason] += 1
-        self.first.setdefault(error.reason, f"{error.path}:{error.line}")
+        at = ((self._input_index.get(error.path, len(self.inputs)), error.line) if self.inputs
+              else (0, 0))
+        if error.reason not in self.first or at < self._first_at[error.reason]:
+            self.first[error.reason] = f"{error.path}:{error.line}"
+            self._first_at[error.reason] = at
 
     def describe(self) -> str:
         return ", ".join(f"{reason} {count} (first at {self.first[reason]})"

@@ -336,16 +336,22 @@ def learn_punkt(text: str) -> PunktParameters:
     return train_punkt(text, MultilingualLanguageVars(), CachedToken)
 
 
+def checked_punkt_dir(directory: str | Path) -> Path:
+    """``directory`` as a path, or an error saying what it must hold."""
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise UserError(f"Punkt directory {root} does not exist; give a directory holding one "
+                        "punkt_tab folder per language (e.g. nltk_data/tokenizers/punkt_tab)")
+    return root
+
+
 def load_punkt_dir(directory: str | Path, lang: str) -> PunktParameters | None:
     """Punkt parameters for ``lang`` from ``directory`` (punkt_tab format), None if absent.
 
     ``directory/<lang>/`` is tried first, then nltk's English model name (``english``), so
     nltk's own ``tokenizers/punkt_tab`` directory works as it is.
     """
-    root = Path(directory).expanduser()
-    if not root.is_dir():
-        raise UserError(f"Punkt directory {root} does not exist; give a directory holding one "
-                        "punkt_tab folder per language (e.g. nltk_data/tokenizers/punkt_tab)")
+    root = checked_punkt_dir(directory)
     names = [lang, _PUNKT_TAB_NAMES.get(primary_language(lang))]
     for name in filter(None, names):
         if (root / name / "abbrev_types.txt").is_file():
@@ -504,23 +510,6 @@ def survey_languages(texts: Iterable[tuple[str, str]],
         survey.documents += 1
         survey.chars += len(text)
         survey.offer(text, sample_chars)
-    return dict(sorted(surveys.items()))
-
-
-def merge_surveys(parts: Iterable[dict[str, LanguageSurvey]],
-                  sample_chars: int = DEFAULT_SAMPLE_CHARS) -> dict[str, LanguageSurvey]:
-    """The survey of consecutive pieces of a corpus from theirs, in order: what
-    ``survey_languages`` gives on the whole (each piece's sample holds its first texts, so the
-    first texts of the whole are among them)."""
-    surveys: dict[str, LanguageSurvey] = {}
-    for part in parts:
-        for lang, piece in part.items():
-            survey = surveys.setdefault(lang, LanguageSurvey())
-            survey.documents += piece.documents
-            survey.chars += piece.chars
-            for text in piece.sample:
-                if not survey.offer(text, sample_chars):
-                    break
     return dict(sorted(surveys.items()))
 
 

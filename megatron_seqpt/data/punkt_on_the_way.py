@@ -1,0 +1,127 @@
+"""Punkt parameters learned during sentence-mode preprocessing's one pass over the input.
+
+A language's Punkt parameters come from the first ``sample_chars`` of its text in input order
+(``LanguageSurvey``). A survey pass over the whole input used to collect those samples, which
+cost a full extra read and parse of the corpus. Here the main pass collects them: an encoder
+hands back unencoded the records of a language it has no parameters for (``deferred``).
+Results arrive in input order, so a language's deferred records begin with its first one; they
+are held until their text fills the sample (or the input ends). The sample then goes out as a
+lesson (``Lesson``, learned by a worker, which writes the parameters to a file), the records
+stay held until it comes back, and are then released to be encoded. Deferred records of a
+learned language (chunks sent before it was learned) are released at once. The parameters
+reach the workers as that file, named in each later task: pickling them into every task would
+cost a good part of a chunk's transfer. Each language's documents reach its dataset in input
+order, so the outputs are the bytes a survey pass first gave.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from nltk.tokenize.punkt import PunktParameters
+
+from megatron_seqpt.text.corpus import Record
+from megatron_seqpt.text.sentences import DEFAULT_SAMPLE_CHARS, LanguageSurvey, learn_punkt
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """A language's sample, and the file its learned parameters go to."""
+
+    lang: str
+    sample: str
+    path: str
+
+
+def learn_lesson(lesson: Lesson) -> float:
+    """Learn the lesson's parameters into its file (in a worker); the seconds it took."""
+    started = time.perf_counter()
+    params = learn_punkt(lesson.sample)
+    Path(lesson.path).write_bytes(pickle.dumps(params, protocol=pickle.HIGHEST_PROTOCOL))
+    return time.perf_counter() - started
+
+
+@dataclass
+class _Held:
+    """A language's deferred records so far and the sample their text makes."""
+
+    records: list[Record] = field(default_factory=list)
+    survey: LanguageSurvey = field(default_factory=LanguageSurvey)
+    # Its lesson is out: the sample is complete, records are only held.
+    learning: bool = False
+
+
+class PunktOnTheWay:
+    """Holds deferred records per language, gives each language's lesson once its sample is
+    full, and names the parameter file of each learned language (``files``). A context
+    manager: the files are removed on leaving."""
+
+    def __init__(self, sample_chars: int = DEFAULT_SAMPLE_CHARS):
+        self.sample_chars = sample_chars
+        self._directory: tempfile.TemporaryDirectory | None = None
+        # Language -> its parameters' pickle: what a task carries, read by a worker once.
+        self.files: dict[str, str] = {}
+        self._held: dict[str, _Held] = {}
+        self._lessons = 0
+        # Time spent learning, summed over the processes that learned (a cost per language).
+        self.seconds = 0.0
+
+    def __enter__(self) -> PunktOnTheWay:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._directory is not None:
+            self._directory.cleanup()
+
+    def release(self, deferred: list[Record]) -> tuple[list[Record], list[Lesson]]:
+        """Of these deferred records (in input order): those that can be encoded now (of a
+        language learned before), and the lessons of languages whose sample they filled."""
+        released: list[Record] = []
+        lessons: list[Lesson] = []
+        for record in deferred:
+            if record.lang in self.files:
+                released.append(record)
+                continue
+            held = self._held.setdefault(record.lang, _Held())
+            held.records.append(record)
+            if held.learning:
+                continue
+            for text in record.texts:
+                held.survey.offer(text, self.sample_chars)
+            if held.survey.sample_chars >= self.sample_chars:
+                lessons.append(self._lesson(record.lang))
+        return released, lessons
+
+    def lessons_left(self) -> list[Lesson]:
+        """At the end of the input: the lesson of every language whose sample never filled,
+        from the text it has."""
+        return [self._lesson(lang) for lang in sorted(self._held)
+                if not self._held[lang].learning]
+
+    def learned(self, lesson: Lesson, seconds: float) -> list[Record]:
+        """The lesson is learned (its file written): the language's held records, released."""
+        self.files[lesson.lang] = lesson.path
+        self.seconds += seconds
+        return self._held.pop(lesson.lang).records
+
+    def _lesson(self, lang: str) -> Lesson:
+        held = self._held[lang]
+        held.learning = True
+        if self._directory is None:
+            self._directory = tempfile.TemporaryDirectory(prefix="seqpt-punkt-")
+        self._lessons += 1
+        return Lesson(lang, "\n".join(held.survey.sample),
+                      str(Path(self._directory.name) / f"{self._lessons}.pickle"))
+
+
+def load_learned(files: Mapping[str, str], lang: str) -> PunktParameters | None:
+    """A learned language's parameters from ``files`` (``PunktOnTheWay.files``), else None."""
+    path = files.get(lang)
+    if path is None:
+        return None
+    return pickle.loads(Path(path).read_bytes())
