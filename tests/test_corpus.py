@@ -5,7 +5,13 @@ import json
 
 import pytest
 
-from megatron_seqpt.text.corpus import CorpusError, ReadOptions, RecordSource, _CleanJsonParser
+from megatron_seqpt.text.corpus import (
+    CorpusError,
+    ReadOptions,
+    RecordSource,
+    Skips,
+    _CleanJsonParser,
+)
 
 CLEAN = [json.dumps({"text": f"Sentence {i}. And more.\nA paragraph.", "title": f"T{i}",
                      "lang": lang}).encode() + b"\n"
@@ -79,3 +85,20 @@ def test_a_language_must_name_files_without_a_line_break(tmp_path):
     source = RecordSource.of(tmp_path / "in.jsonl", ReadOptions())
     with pytest.raises(CorpusError, match="cannot name output files"):
         source.parse(1, b'{"text": "x", "lang": "en\\n"}\n', ReadOptions())
+
+
+def test_the_first_skipped_record_is_the_earliest_in_the_input_whatever_order_it_comes_in():
+    # Preprocessing finds a held record's errors late (after later chunks are written).
+    found = [CorpusError("b.jsonl", 3, "empty_document", ""),
+             CorpusError("a.jsonl", 9, "empty_document", ""),
+             CorpusError("a.jsonl", 4, "empty_document", ""),
+             CorpusError("b.jsonl", 1, "invalid_json", "")]
+    skips = Skips(inputs=["a.jsonl", "b.jsonl"])
+    for error in found:
+        skips.add(error)
+    assert skips.first == {"empty_document": "a.jsonl:4", "invalid_json": "b.jsonl:1"}
+    assert dict(skips.counts) == {"empty_document": 3, "invalid_json": 1}
+    unordered = Skips()
+    for error in found:
+        unordered.add(error)
+    assert unordered.first["empty_document"] == "b.jsonl:3"

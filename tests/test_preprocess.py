@@ -118,7 +118,7 @@ def test_a_chunk_drops_items_encoded_to_nothing_and_ends_documents_with_eod(appe
     corpus) are dropped, and </s> goes to a document's last kept item."""
     rng = random.Random(0)
     encoder = ChunkEncoder(EncoderSettings(str(tokenizer_model()), False, append_eod,
-                                             np.uint16))
+                                           np.uint16))
     try:
         for _ in range(300):
             per_document = [rng.choice([0, 1, 2, 3]) for _ in range(rng.randint(0, 6))]
@@ -272,19 +272,6 @@ def test_sentence_mode_reads_the_input_once_so_a_named_pipe_works(sentence_run, 
         deadline.cancel()
         writer.join()
     assert files(tmp_path / "out") == files(sentence_run[0])
-
-
-def test_the_first_skipped_record_is_the_earliest_whatever_order_they_are_found_in(tmp_path):
-    # Languages not learned yet are encoded late (here both, at the end, German first); the
-    # English empty document comes first in the input.
-    empty = {reason: line for reason, line in BAD_LINES.items() if reason == "empty_document"}
-    rows = [GOOD[0], empty["empty_document"], *GOOD[1:30],
-            json.dumps({"text": " ", "lang": "de"}).encode(), *GOOD[30:]]
-    path = write_jsonl(tmp_path / "in.jsonl", rows)
-    summary = preprocess([path], tmp_path / "out" / "x", tokenizer_model(), on_error="skip",
-                         split_sentences=True, progress=False)
-    assert dict(summary.skips.counts) == {"empty_document": 2}
-    assert summary.skips.first == {"empty_document": f"{path}:2"}
 
 
 def test_punkt_parameters_from_a_directory_are_used_and_the_other_languages_learned(
