@@ -26,6 +26,7 @@ from megatron_seqpt.config.schema import DataConfig
 from megatron_seqpt.data.indexed_writer import IndexedOutputs
 from megatron_seqpt.data.prepare import prepare
 from megatron_seqpt.data.chunk_encoding import ChunkEncoder, EncoderSettings, _Submitted
+from megatron_seqpt.data import preprocess as preprocess_module
 from megatron_seqpt.data.preprocess import _chunks, dataset_prefix, preprocess
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import CorpusError, ReadOptions
@@ -221,16 +222,19 @@ def test_small_files_share_chunks_and_write_what_one_file_writes(tmp_path):
     assert files(tmp_path / "many") == files(tmp_path / "one")
 
 
-@pytest.mark.parametrize("split, workers, sample_chars", [
-    (False, 1, DEFAULT_SAMPLE_CHARS), (True, 1, DEFAULT_SAMPLE_CHARS), (True, 1, 3_000),
-    (True, 2, 3_000)])
-def test_interleaved_languages_and_keys_go_to_their_datasets_in_order(sp, tmp_path, split,
-                                                                      workers, sample_chars):
+@pytest.mark.parametrize("split, workers, sample_chars, waiting", [
+    (False, 1, DEFAULT_SAMPLE_CHARS, None), (True, 1, DEFAULT_SAMPLE_CHARS, None),
+    (True, 1, 3_000, None), (True, 2, 3_000, None), (True, 2, 3_000, 0)])
+def test_interleaved_languages_and_keys_go_to_their_datasets_in_order(
+        sp, tmp_path, monkeypatch, split, workers, sample_chars, waiting):
     """A chunk's documents are written with one call per dataset: records of all languages
     shuffled together, two keys each, reach each (language, key) dataset in input order. In
     sentence mode each language is split with Punkt learned from its first ``sample_chars``
     of text: with a small sample, languages are learned part way (records held until then,
-    chunks on their way without the parameters, then chunks with them)."""
+    chunks on their way without the parameters, then chunks with them); also with reading
+    paused whenever records wait for a lesson (``waiting`` bytes)."""
+    if waiting is not None:
+        monkeypatch.setattr(preprocess_module, "MAX_WAITING_BYTES", waiting)
     rng = random.Random(0)
     rows = [dict(r, title=r["text"].split("\n")[0][:60]) for r in records()]
     rng.shuffle(rows)

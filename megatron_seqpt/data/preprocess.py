@@ -60,6 +60,11 @@ from megatron_seqpt.text.sentences import (
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import load_processor
 
 DEFAULT_CHUNK_BYTES = 1 << 20
+# Input held for languages being learned, beyond which reading waits for their lessons: chunks
+# read while a lesson is out come back with that language unencoded, and with its text in
+# blocks and many workers they would pile up (16 workers parse tens of MB in a lesson's
+# 0.1-0.2 s).
+MAX_WAITING_BYTES = 32 * DEFAULT_CHUNK_BYTES
 
 
 
@@ -302,7 +307,8 @@ def _in_write_order(chunks: Iterator[Chunk], encoders: Encoders, learning: Punkt
     before the lesson came back hold no encoded document of that language). A language is
     deferred or encoded in the whole of a chunk, so its documents are in input order when
     results are written in the order of their numbers: a number is written once nothing still
-    in flight, waiting to be sent, or yet to be read can carry it."""
+    in flight, waiting to be sent, or yet to be read can carry it. Reading pauses while more
+    than MAX_WAITING_BYTES of input wait for lessons that are out."""
     to_send: deque[tuple[int, Released | Lesson]] = deque()
     in_flight: deque[tuple[int, Chunk | Released | Lesson]] = deque()
     done: dict[int, list[tuple[Chunk | Released, Encoded]]] = {}
@@ -323,6 +329,9 @@ def _in_write_order(chunks: Iterator[Chunk], encoders: Encoders, learning: Punkt
                 number, item = to_send.popleft()
                 send(item, number)
                 continue
+            if learning.waiting_bytes > MAX_WAITING_BYTES:
+                break  # until a lesson, which is out, comes back
+
             chunk = next(chunks, None)
             if chunk is None:
                 reading = False

@@ -54,6 +54,8 @@ class _Held:
     survey: LanguageSurvey = field(default_factory=LanguageSurvey)
     # Its lesson is out: the sample is complete, records are only held.
     learning: bool = False
+    # Input bytes of its records.
+    nbytes: int = 0
 
 
 class PunktOnTheWay:
@@ -89,6 +91,7 @@ class PunktOnTheWay:
                 continue
             held = self._held.setdefault(record.lang, _Held())
             held.records.append(record)
+            held.nbytes += record.nbytes
             if held.learning:
                 continue
             for text in record.texts:
@@ -96,6 +99,12 @@ class PunktOnTheWay:
             if held.survey.sample_chars >= self.sample_chars:
                 lessons.append(self._lesson(record.lang))
         return released, lessons
+
+    @property
+    def waiting_bytes(self) -> int:
+        """Input bytes of the records held for languages whose lesson is out (they wait for
+        it, not for more text)."""
+        return sum(held.nbytes for held in self._held.values() if held.learning)
 
     def lessons_left(self) -> list[Lesson]:
         """At the end of the input: the lesson of every language whose sample never filled,
