@@ -10,8 +10,9 @@ The input is read once, as a stream of raw lines, by this process, cut into chun
 this process reads and writes for all of them, so it does no more per line than it must); a
 bounded number of chunks is in flight and results are written in input order, so memory is
 flat in the corpus size and any worker count writes the same bytes. With sentence splitting,
-Punkt is learned per language on the way (``punkt_on_the_way``). Outputs are committed only when complete
-(``indexed_writer``); an error, Ctrl-C or SIGTERM leaves no output at the final names.
+Punkt is learned per language on the way (``punkt_on_the_way``). Outputs are committed only
+when complete (``indexed_writer``); an error, Ctrl-C or SIGTERM leaves no output at the final
+names.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 # blocks and many workers they would pile up (16 workers parse tens of MB in a lesson's
 # 0.1-0.2 s).
 MAX_WAITING_BYTES = 32 * DEFAULT_CHUNK_BYTES
-
 
 
 def dataset_prefix(output_prefix: str | Path, lang: str, key: str, split_sentences: bool) -> str:
