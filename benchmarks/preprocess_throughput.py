@@ -15,7 +15,9 @@ reshuffled for each repetition), trains a tokenizer on the default corpus, and m
   adjacent one);
 - ``preprocess`` tokens/s with each worker count, per document and with sentence splitting, and
   its ratio to (workers x ceiling); sentence splitting also without its fixed cost of learning
-  Punkt per language ("steady");
+  Punkt per language ("steady": the learning time, summed over the workers that learned,
+  taken off the run's time; with several workers learning overlaps other work, so this
+  overstates the steady rate there);
 - the cores a run kept busy (CPU seconds of the process tree over wall seconds): a worker
   encodes in a second thread while it splits (and, the one worker being this process, while it
   reads the next chunk and writes the last);

@@ -23,10 +23,10 @@ import sentencepiece as spm
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_seqpt.config.schema import DataConfig
+from megatron_seqpt.data import preprocess as preprocess_module
+from megatron_seqpt.data.chunk_encoding import ChunkEncoder, EncoderSettings, _Submitted
 from megatron_seqpt.data.indexed_writer import IndexedOutputs
 from megatron_seqpt.data.prepare import prepare
-from megatron_seqpt.data.chunk_encoding import ChunkEncoder, EncoderSettings, _Submitted
-from megatron_seqpt.data import preprocess as preprocess_module
 from megatron_seqpt.data.preprocess import _chunks, dataset_prefix, preprocess
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import CorpusError, ReadOptions

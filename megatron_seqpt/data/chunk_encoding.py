@@ -151,8 +151,6 @@ class ChunkEncoder:
         self.splitters: dict[str, SentenceSplitter] | None = (
             {} if settings.split_sentences else None)
         self.punkt_dir = settings.punkt_dir
-        # Languages the Punkt directory has no parameters for.
-        self._not_in_punkt_dir: set[str] = set()
         self.append_eod = settings.append_eod
         self.dtype = settings.dtype
         self._encoding = ThreadPoolExecutor(1, thread_name_prefix="encode")
@@ -203,10 +201,7 @@ class ChunkEncoder:
             return True
         params = None
         if uses_punkt(lang):
-            if self.punkt_dir is not None and lang not in self._not_in_punkt_dir:
-                params = load_punkt_dir(self.punkt_dir, lang)
-                if params is None:
-                    self._not_in_punkt_dir.add(lang)
+            params = load_punkt_dir(self.punkt_dir, lang) if self.punkt_dir else None
             if params is None:
                 params = load_learned(learned, lang)
             if params is None:

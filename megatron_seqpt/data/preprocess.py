@@ -95,7 +95,8 @@ class PreprocessSummary:
     input_bytes: int
     seconds: float
     workers: int
-    # Part of ``seconds`` spent learning sentence splitting (a cost per language, not per byte).
+    # Time spent learning sentence splitting (a cost per language, not per byte), summed over
+    # the processes that learned: with several workers, learning overlaps other work.
     punkt_seconds: float = 0.0
     # Paragraphs longer than MAX_PARAGRAPH_CHARS, cut into windows before sentence splitting.
     cut_paragraphs: int = 0

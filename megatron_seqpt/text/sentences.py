@@ -522,17 +522,16 @@ def survey_inputs(inputs: Sequence[str | Path], options: ReadOptions, skips: Ski
                                 for text in record.texts)
 
 
-def learn_splitters(samples: Mapping[str, list[str]], punkt_dir: str | Path | None = None,
-                    map_function: Callable = map) -> dict[str, PunktParameters | None]:
+def learn_splitters(samples: Mapping[str, list[str]], punkt_dir: str | Path | None = None
+                    ) -> dict[str, PunktParameters | None]:
     """Punkt parameters per language: loaded from ``punkt_dir`` where it has them, else learned
-    from the sample (languages in parallel with a pool's ``map``); None for languages split by
-    punctuation."""
+    from the sample; None for languages split by punctuation."""
     params: dict[str, PunktParameters | None] = {lang: None for lang in samples}
     to_learn = []
     for lang in filter(uses_punkt, samples):
         params[lang] = load_punkt_dir(punkt_dir, lang) if punkt_dir else None
         if params[lang] is None:
             to_learn.append(lang)
-    learned = map_function(learn_punkt, ["\n".join(samples[lang]) for lang in to_learn])
+    learned = map(learn_punkt, ["\n".join(samples[lang]) for lang in to_learn])
     params.update(zip(to_learn, learned))
     return params
