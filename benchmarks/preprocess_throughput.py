@@ -21,6 +21,10 @@ reshuffled for each repetition), trains a tokenizer on the default corpus, and m
 - the cores a run kept busy (CPU seconds of the process tree over wall seconds): a worker
   encodes in a second thread while it splits (and, the one worker being this process, while it
   reads the next chunk and writes the last);
+- how busy sentencepiece was (its encoding seconds over workers x wall seconds): near 1, the
+  run goes at sentencepiece's own speed as it runs beside the rest of the work, and what
+  separates it from the ceiling is that speed, not the splitting; well below, something else
+  (splitting, parsing, learning Punkt) kept it waiting;
 - the peak memory (PSS, summed over the process tree) on both corpus sizes: it should not grow.
 Each setting runs --repeat times and the fastest run counts.
 Each preprocess run is a child process, so its memory is its own.
@@ -144,6 +148,7 @@ def child(corpus: str, model: str, output: str, workers: str, split: str) -> Non
                          split_sentences=bool(int(split)), progress=False)
     print(json.dumps({"tokens": sum(d.tokens for d in summary.datasets),
                       "seconds": summary.seconds, "punkt_seconds": summary.punkt_seconds,
+                      "encode_seconds": summary.encode_seconds,
                       "cpu_seconds": cpu_seconds() - before}))
 
 
@@ -168,7 +173,7 @@ def main() -> None:
         print(f"corpus {corpus.stat().st_size / 1e6:.1f} MB; ratios are tokens/s per worker over "
               "sentencepiece's own encode rate (1 thread), the ceiling")
         print(f"{'mode':<9} {'workers':>7} {'ceiling':>11} {'tokens/s':>11} {'per worker':>11} "
-              f"{'steady/worker':>14} {'cores busy':>11} {'peak PSS MB':>12}")
+              f"{'steady/worker':>14} {'cores busy':>11} {'sp busy':>8} {'peak PSS MB':>12}")
         runs = {}
         for split in (False, True):
             for workers in args.workers:
@@ -181,6 +186,7 @@ def main() -> None:
                 print(f"{'sentence' if split else 'document':<9} {workers:>7} {rate:>11,.0f} "
                       f"{speed:>11,.0f} {speed / workers / rate:>11.2f} "
                       f"{steady / workers / rate:>14.2f} {r['cpu_seconds'] / r['seconds']:>11.2f} "
+                      f"{r['encode_seconds'] / workers / r['seconds']:>8.2f} "
                       f"{r['peak_mb']:>12.0f}")
         if args.corpus:
             return

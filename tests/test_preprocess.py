@@ -125,9 +125,10 @@ def test_a_chunk_drops_items_encoded_to_nothing_and_ends_documents_with_eod(appe
             per_document = [rng.choice([0, 1, 2, 3]) for _ in range(rng.randint(0, 6))]
             ids = [[rng.randint(5, 900) for _ in range(rng.choice([0, 0, 1, 3]))]
                    for _ in range(sum(per_document))]
-            done = Future()  # what the encoding thread gives: counts and ids as arrays
+            done = Future()  # what the encoding thread gives: counts and ids as arrays, seconds
             done.set_result((np.array([len(item) for item in ids], np.int64),
-                             np.array([token for item in ids for token in item], np.int32)))
+                             np.array([token for item in ids for token in item], np.int32),
+                             0.25))
             encoded = encoder.collect(_Submitted(per_document, [done], 0))
             documents, start = [], 0
             for count in per_document:
@@ -140,6 +141,7 @@ def test_a_chunk_drops_items_encoded_to_nothing_and_ends_documents_with_eod(appe
             assert encoded.items == [len(document) for document in documents]
             assert encoded.lengths.tolist() == [len(item) for item in items]
             assert encoded.tokens.dtype == np.uint16
+            assert encoded.encode_seconds == 0.25
             assert encoded.tokens.tolist() == [token for item in items for token in item]
     finally:
         encoder.close()
@@ -257,6 +259,8 @@ def test_interleaved_languages_and_keys_go_to_their_datasets_in_order(
         assert [[list(item) for item in doc] for doc in documents(dataset.prefix)] == expected
         assert (dataset.documents, dataset.sentences) == (len(texts), sum(map(len, expected)))
     assert len(summary.datasets) == 2 * len(LANGS)
+    # sentencepiece's busy time, summed over the workers, within what they had.
+    assert 0 < summary.encode_seconds <= summary.seconds * workers
 
 
 def test_sentence_mode_reads_the_input_once_so_a_named_pipe_works(sentence_run, tmp_path):

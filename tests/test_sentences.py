@@ -7,10 +7,15 @@ import re
 
 import pytest
 import regex
-from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
+from nltk.tokenize.punkt import (
+    PunktLanguageVars,
+    PunktParameters,
+    PunktSentenceTokenizer,
+    PunktTrainer,
+)
 
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.text.punkt_training import as_re, unguarded
+from megatron_seqpt.text.punkt_training import as_re, unguarded, word_pattern
 from megatron_seqpt.tasks.builtin import builtin_task
 from megatron_seqpt.text.sentences import (
     MAX_PARAGRAPH_CHARS,
@@ -309,17 +314,36 @@ _PATTERN_ALPHABET = ["a", "Bc", "1", ".", "!", "?", "।", "؟", "\"", "'", ")",
                      "\x1f", "\x85", "\xa0", "\u2028", "\u3000", "\n"]
 
 
-def test_punkts_word_pattern_compiled_by_re_finds_nltks_words():
-    nltks = unguarded(MultilingualLanguageVars()._word_tokenizer_re())
-    ours = as_re(nltks)
-    assert isinstance(ours, re.Pattern)
+@pytest.mark.parametrize("lang_vars", [MultilingualLanguageVars(), PunktLanguageVars()])
+def test_punkts_word_pattern_compiled_by_re_finds_nltks_words(lang_vars):
+    nltks = unguarded(lang_vars._word_tokenizer_re())
     rng = random.Random(1)
     lines = ["".join(rng.choices(_PATTERN_ALPHABET[:-1], k=rng.randint(0, 60)))
              for _ in range(20_000)]
-    assert [ours.findall(line) for line in lines] == [nltks.findall(line) for line in lines]
+    expected = [nltks.findall(line) for line in lines]
+    for ours in (as_re(nltks), word_pattern(lang_vars)):
+        assert isinstance(ours, re.Pattern)
+        assert [ours.findall(line) for line in lines] == expected
     # A pattern it cannot spell in re (\\w differs too) is kept as it is.
     kept = regex.compile(r"\w+\s")
     assert as_re(kept) is kept
+
+
+class _OtherWordEnds(PunktLanguageVars):
+    _word_tokenize_fmt = r"(%(MultiChar)s|(?=%(WordStart)s)\S+?(?=\s|$|%(NonWord)s)|\S)"
+
+
+class _LettersStartWords(PunktLanguageVars):
+    _re_word_start = r"\p{L}"       # ``regex`` reads it, ``re`` does not
+
+
+@pytest.mark.parametrize("lang_vars", [_OtherWordEnds(), _LettersStartWords()])
+def test_word_pattern_keeps_nltks_for_word_rules_it_does_not_know(lang_vars):
+    nltks = unguarded(lang_vars._word_tokenizer_re())
+    pattern = word_pattern(lang_vars)
+    assert pattern.pattern == as_re(nltks).pattern
+    lines = ["Ab,c.. d", "-x 1y, (z)", "ü. . . v--w"]
+    assert [pattern.findall(line) for line in lines] == [nltks.findall(line) for line in lines]
 
 
 def test_line_candidates_are_nltks_candidates_on_each_line_alone():

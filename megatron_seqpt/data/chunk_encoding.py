@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -106,6 +107,8 @@ class Encoded:
     skipped: list[tuple[int, CorpusError]] = field(default_factory=list)
     # Records of languages not learned yet, not encoded (``punkt_on_the_way``).
     deferred: list[Record] = field(default_factory=list)
+    # Time sentencepiece spent encoding the chunk (its thread's busy time).
+    encode_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -215,10 +218,15 @@ class ChunkEncoder:
         adding each text's number of items to ``per_document``."""
         if self.splitters is None:
             per_document += [1] * len(texts)
-            return self._encoding.submit(self._encode, texts)
+            return self._encoding.submit(self._timed_encode, texts)
         items, counts = _split_by_language(self.splitters, langs, texts)
         per_document += counts
-        return self._encoding.submit(self._encode, items)
+        return self._encoding.submit(self._timed_encode, items)
+
+    def _timed_encode(self, items: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+        started = time.perf_counter()
+        lengths, ids = self._encode(items)
+        return lengths, ids, time.perf_counter() - started
 
     def _parsed(self, parts: list[Part], skipped: list[tuple[int, CorpusError]]
                 ) -> Iterator[tuple[int, Record]]:
@@ -233,8 +241,8 @@ class ChunkEncoder:
         """The chunk's tokens, once its batches are encoded (array operations, not a loop
         over items: this thread is the busier of the two)."""
         encoded = [batch.result() for batch in submitted.batches]
-        lengths = np.concatenate([lengths for lengths, _ in encoded])
-        tokens = np.concatenate([ids for _, ids in encoded]).astype(self.dtype, copy=False)
+        lengths = np.concatenate([lengths for lengths, _, _ in encoded])
+        tokens = np.concatenate([ids for _, ids, _ in encoded]).astype(self.dtype, copy=False)
         per_document = submitted.per_document
         document_of = np.repeat(np.arange(len(per_document)), per_document)
         # Items that normalise to nothing (e.g. only zero-width characters) are dropped.
@@ -246,7 +254,8 @@ class ChunkEncoder:
             tokens = np.insert(tokens, np.cumsum(lengths)[last], EOS_ID)
             lengths[last] += 1
         return Encoded(tokens, lengths, items.tolist(), submitted.cut_paragraphs,
-                        submitted.documents, submitted.skipped, submitted.deferred)
+                       submitted.documents, submitted.skipped, submitted.deferred,
+                       sum(seconds for _, _, seconds in encoded))
 
     def _cut_paragraphs(self) -> int:
         return sum(s.cut_paragraphs for s in self.splitters.values()) if self.splitters else 0

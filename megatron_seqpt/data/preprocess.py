@@ -100,6 +100,9 @@ class PreprocessSummary:
     punkt_seconds: float = 0.0
     # Paragraphs longer than MAX_PARAGRAPH_CHARS, cut into windows before sentence splitting.
     cut_paragraphs: int = 0
+    # Time sentencepiece spent encoding, summed over workers: near workers x seconds, the run
+    # goes at the speed of sentencepiece itself beside the rest of the work.
+    encode_seconds: float = 0.0
 
     def prefixes(self, key: str = "text") -> dict[str, str]:
         """Language -> dataset prefix for one JSON key."""
@@ -162,23 +165,32 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
                                 None if punkt_dir is None else str(punkt_dir))
     with _sigterm_as_interrupt(), _tuned_interpreter(), \
             PunktOnTheWay(punkt_sample_chars) as learning:
-        datasets, skips, cut = _tokenize(inputs, options, output_prefix, split_sentences,
-                                         settings, workers, chunk_bytes, progress, learning)
+        datasets, skips, totals = _tokenize(inputs, options, output_prefix, split_sentences,
+                                            settings, workers, chunk_bytes, progress, learning)
     summary = PreprocessSummary(datasets, skips, sum(p.stat().st_size for p in inputs),
-                                time.perf_counter() - started, workers, learning.seconds, cut)
+                                time.perf_counter() - started, workers, learning.seconds,
+                                totals.cut_paragraphs, totals.encode_seconds)
     if progress:
         print(summary.table(), file=sys.stderr)
     return summary
 
 
+@dataclass
+class _PassTotals:
+    """What the pass adds up over chunks (``PreprocessSummary``'s fields of the same names)."""
+
+    cut_paragraphs: int = 0
+    encode_seconds: float = 0.0
+
+
 def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str | Path,
               split_sentences: bool, settings: EncoderSettings, workers: int,
               chunk_bytes: int, progress: bool, learning: PunktOnTheWay
-              ) -> tuple[list[DatasetSummary], Skips, int]:
+              ) -> tuple[list[DatasetSummary], Skips, _PassTotals]:
     """The one pass: read, encode in workers, write; commit all outputs or none. Returns the
-    datasets, the skipped records and the number of paragraphs cut into windows."""
+    datasets, the skipped records and the pass's totals."""
     skips = Skips(inputs=[str(path) for path in inputs])
-    cut = 0
+    totals = _PassTotals()
     datasets: dict[tuple[str, str], DatasetSummary] = {}
     outputs = IndexedOutputs(settings.dtype)
     started = time.perf_counter()
@@ -189,7 +201,8 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
                                                  workers_or_here, learning, chunk_bytes):
                 _write(item.paths(), encoded, output_prefix, split_sentences, options, skips,
                        outputs, datasets)
-                cut += encoded.cut_paragraphs
+                totals.cut_paragraphs += encoded.cut_paragraphs
+                totals.encode_seconds += encoded.encode_seconds
                 tokens = sum(d.tokens for d in datasets.values())
                 bar.bar.update(item.nbytes)
                 bar.bar.set_postfix_str(f"{sum(d.documents for d in datasets.values())} docs, "
@@ -202,7 +215,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
     except BaseException:
         outputs.discard()
         raise
-    return sorted(datasets.values(), key=lambda d: (d.lang, d.key)), skips, cut
+    return sorted(datasets.values(), key=lambda d: (d.lang, d.key)), skips, totals
 
 
 def _chunks(inputs: Sequence[Path], options: ReadOptions, chunk_bytes: int

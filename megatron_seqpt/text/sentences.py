@@ -42,7 +42,7 @@ from nltk.tokenize.punkt import (
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import ByteProgress, ReadOptions, Skips, read_records
-from megatron_seqpt.text.punkt_training import as_re, train_punkt, unguarded
+from megatron_seqpt.text.punkt_training import as_re, train_punkt, unguarded, word_pattern
 
 # Languages written without spaces between sentences (ISO 639-1 and -3 primary subtags).
 NO_SPACE_LANGUAGES = frozenset({"ja", "jpn", "zh", "zho", "cmn", "yue", "wuu", "th", "tha",
@@ -141,7 +141,7 @@ class CachedPunkt(PunktSentenceTokenizer):
     def __init__(self, params: PunktParameters, lang_vars: PunktLanguageVars):
         super().__init__(params, lang_vars=lang_vars, token_cls=CachedToken)
         self._sent_end_chars = frozenset(lang_vars.sent_end_chars)
-        self._word_tokenize = as_re(unguarded(lang_vars._word_tokenizer_re())).findall
+        self._word_tokenize = word_pattern(lang_vars).findall
         candidates = unguarded(lang_vars.period_context_re())
         self._find_candidates = candidates.finditer
         self._find_line_candidates = line_candidates(candidates).finditer
