@@ -240,6 +240,20 @@ def test_punkt_learns_the_parameters_nltk_learns_from_random_text(lang):
         dict(expected.ortho_context))
 
 
+@pytest.mark.parametrize("text", ["", " \n\n", "a.", "A. b.", "Dr. Smith. Dr. Jones went.",
+                                  "...", "1. 2. 3.", "-- --", "\n\nHello.\n\nWorld", "x\n \ny."])
+def test_punkt_learns_what_nltk_learns_from_tiny_samples(text):
+    """A language with a few words (its sample at the end of the input) or none: the arrays
+    over positions and pairs may be empty."""
+    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars())
+    trainer.train(text, finalize=True)
+    expected, learned = trainer.get_params(), learn_punkt(text)
+    assert (learned.abbrev_types, learned.collocations, learned.sent_starters,
+            dict(learned.ortho_context)) == (
+        expected.abbrev_types, expected.collocations, expected.sent_starters,
+        dict(expected.ortho_context))
+
+
 def test_survey_keeps_a_bounded_sample():
     surveys = survey_languages(((r["lang"], r["text"]) for r in records()), sample_chars=1000)
     assert sorted(surveys) == LANGS
