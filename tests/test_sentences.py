@@ -20,6 +20,7 @@ from megatron_seqpt.tasks.builtin import builtin_task
 from megatron_seqpt.text.sentences import (
     MAX_PARAGRAPH_CHARS,
     CachedPunkt,
+    CachedToken,
     MultilingualLanguageVars,
     SentenceSplitter,
     learn_punkt,
@@ -252,6 +253,25 @@ def test_punkt_learns_what_nltk_learns_from_tiny_samples(text):
             dict(learned.ortho_context)) == (
         expected.abbrev_types, expected.collocations, expected.sent_starters,
         dict(expected.ortho_context))
+
+
+def test_tokens_of_many_words_are_those_made_one_by_one():
+    """Types from one lowering and substitution over the words joined by lines: numbers of
+    every shape, final and inner sigmas, letters that lower to two, separators that ``regex``
+    counts as text; a word holding a line break falls back to one at a time."""
+    rng = random.Random(3)
+    pieces = ["1", "-2", ".5", ",3", "4.", "7-8", "a", "B", "ΣΑΣ", "Σ", "'", "İ", "ẞ", "\x1c",
+              ".", "-", ",", "##number##", "١٢"]
+    words = sorted({"".join(rng.choices(pieces, k=rng.randint(1, 4))) for _ in range(5000)})
+    slots = ("tok", "type", "period_final", "parastart", "linestart", "sentbreak", "abbr",
+             "ellipsis")
+
+    def facts(tokens):
+        return [tuple(getattr(token, slot) for slot in slots) for token in tokens]
+
+    for batch in (words, words[:50] + ["a\nb"], []):
+        assert facts(CachedToken.of_words(batch)) == facts(map(CachedToken, batch))
+    assert sum(CachedToken(word).is_number for word in words) > 100
 
 
 def test_survey_keeps_a_bounded_sample():

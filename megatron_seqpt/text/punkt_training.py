@@ -8,12 +8,13 @@ function of the word alone, so here it is computed once per distinct word; what 
 position (the orthographic context: paragraph and line starts, the word before) is array
 arithmetic over the words' numbers, and the pairs after a period are decided once per distinct
 pair. Words are found by an equivalent of nltk's word pattern that ``re`` matches in runs
-instead of one lookahead per character (``word_pattern``). 300,000-character samples, best of
-3, three rounds alternated with the code that looped over every word: 0.64-0.67 us a word for
-the default corpus's 11 languages (1.52-2.26 before), 2.2-2.6 for Debian's fortunes in 6
-(3.6-5.4), whose real text has more distinct words. Every count and the final statistics are nltk's own: its
-trainer's counters are filled and its methods decide (tests compare the parameters with
-nltk's trainer on real and random text).
+instead of one lookahead per character (``word_pattern``), and a token class may make the
+tokens of all distinct words at once (``CachedToken.of_words``). 300,000-character samples,
+best of 3, three rounds alternated with the code that looped over every word: 0.66-0.73 us a
+word for the default corpus's 11 languages (1.48-2.23 before), 2.2-3.0 for Debian's fortunes
+in 6 (3.6-4.4), whose real text has more distinct words. Every count and the final statistics
+are nltk's own: its trainer's counters are filled and its methods decide (tests compare the
+parameters with nltk's trainer on real and random text).
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def train_punkt(text: str, lang_vars: PunktLanguageVars,
     trainer = PunktTrainer(lang_vars=lang_vars, token_cls=token_cls)
     words, line_starts = _words(text, word_pattern(lang_vars).findall)
     counts = Counter(words)
-    annotated = {word: token_cls(word) for word in counts}
+    # A token class may make many tokens at once (``CachedToken.of_words``).
+    of_words = getattr(token_cls, "of_words", None)
+    annotated = dict(zip(counts, of_words(list(counts)) if of_words else map(token_cls, counts)))
     type_counts: dict[str, int] = {}
     for word, count in counts.items():
         typ = annotated[word].type

@@ -83,6 +83,10 @@ _ELLIPSIS = unguarded(PunktToken._RE_ELLIPSIS)
 _INITIAL = unguarded(PunktToken._RE_INITIAL)
 
 
+# The number pattern over many words at once, a word a line (``CachedToken.of_words``).
+_NUMBER_LINES = regex.compile(_NUMBER.pattern, _NUMBER.flags | regex.MULTILINE)
+
+
 @functools.lru_cache(WORD_CACHE_SIZE)
 def _word_type(tok: str) -> str:
     # nltk's ``PunktToken._get_type`` with its number pattern.
@@ -113,6 +117,25 @@ class CachedToken(PunktToken):
         self.parastart = self.linestart = self.sentbreak = self.abbr = self.ellipsis = None
         for name, value in params.items():
             setattr(self, name, value)
+
+    @classmethod
+    def of_words(cls, words: list[str]) -> list[CachedToken]:
+        """Tokens of many words at once, as ``cls(word)`` makes them. Learning meets each
+        distinct word once, where the per-word cache of types only misses: their types come
+        from one lowering and one substitution over the words a line each (lowering is per
+        character; a line break, neither cased nor case-ignorable, ends a final sigma's
+        context as the end of a word does)."""
+        types = _NUMBER_LINES.sub("##number##", "\n".join(words).lower()).split("\n")
+        if len(types) != len(words):  # a word holding a line break: one at a time
+            return [cls(word) for word in words]
+        tokens, new = [], cls.__new__
+        for word, typ in zip(words, types):
+            token = new(cls)
+            token.tok, token.type, token.period_final = word, typ, word.endswith(".")
+            token.parastart = token.linestart = token.sentbreak = token.abbr = None
+            token.ellipsis = None
+            tokens.append(token)
+        return tokens
 
     @property
     def is_ellipsis(self) -> bool:
