@@ -10,12 +10,8 @@ import pytest
 from megatron_seqpt.data.punkt_on_the_way import PunktOnTheWay, learn_lesson, load_learned
 from megatron_seqpt.text.corpus import Record
 from megatron_seqpt.text.sentences import learn_punkt, survey_languages
+from tests.punkt_params import params_facts
 from tests.raw_corpus import records
-
-
-def params_facts(params):
-    return (params.abbrev_types, params.collocations, params.sent_starters,
-            dict(params.ortho_context))
 
 
 def corpus_records(seed: int) -> list[Record]:

@@ -11,7 +11,6 @@ from nltk.tokenize.punkt import (
     PunktLanguageVars,
     PunktParameters,
     PunktSentenceTokenizer,
-    PunktTrainer,
 )
 
 from megatron_seqpt.errors import UserError
@@ -30,6 +29,7 @@ from megatron_seqpt.text.sentences import (
     survey_languages,
     uses_punkt,
 )
+from tests.punkt_params import nltk_learned, params_facts
 from tests.raw_corpus import records, texts_of
 
 LANGS = sorted({record["lang"] for record in records()})
@@ -210,13 +210,8 @@ def test_cached_punkt_splits_random_text_as_nltk_does(lang, collocations):
 @pytest.mark.parametrize("lang", ["en", "de", "hi", "ar"])
 def test_punkt_learns_the_parameters_nltk_learns(lang):
     text = "\n".join(builtin_texts(lang))
-    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars())
-    trainer.train(text, finalize=True)
-    expected, learned = trainer.get_params(), learn_punkt(text)
-    assert (learned.abbrev_types, learned.collocations, learned.sent_starters,
-            dict(learned.ortho_context)) == (
-        expected.abbrev_types, expected.collocations, expected.sent_starters,
-        dict(expected.ortho_context))
+    expected, learned = nltk_learned(text), learn_punkt(text)
+    assert params_facts(learned) == params_facts(expected)
 
 
 @pytest.mark.parametrize("lang", ["en", "de", "hi"])
@@ -231,14 +226,9 @@ def test_punkt_learns_the_parameters_nltk_learns_from_random_text(lang):
     lines = [random_paragraph(rng, params, words) for _ in range(3000)] + text.split("\n")
     rng.shuffle(lines)
     sample = "".join(line + rng.choice(["\n", "\n", "\n\n", "\n \n"]) for line in lines)
-    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars())
-    trainer.train(sample, finalize=True)
-    expected, learned = trainer.get_params(), learn_punkt(sample)
+    expected, learned = nltk_learned(sample), learn_punkt(sample)
     assert len(expected.abbrev_types) > 3 and expected.ortho_context
-    assert (learned.abbrev_types, learned.collocations, learned.sent_starters,
-            dict(learned.ortho_context)) == (
-        expected.abbrev_types, expected.collocations, expected.sent_starters,
-        dict(expected.ortho_context))
+    assert params_facts(learned) == params_facts(expected)
 
 
 @pytest.mark.parametrize("text", ["", " \n\n", "a.", "A. b.", "Dr. Smith. Dr. Jones went.",
@@ -246,13 +236,8 @@ def test_punkt_learns_the_parameters_nltk_learns_from_random_text(lang):
 def test_punkt_learns_what_nltk_learns_from_tiny_samples(text):
     """A language with a few words (its sample at the end of the input) or none: the arrays
     over positions and pairs may be empty."""
-    trainer = PunktTrainer(lang_vars=MultilingualLanguageVars())
-    trainer.train(text, finalize=True)
-    expected, learned = trainer.get_params(), learn_punkt(text)
-    assert (learned.abbrev_types, learned.collocations, learned.sent_starters,
-            dict(learned.ortho_context)) == (
-        expected.abbrev_types, expected.collocations, expected.sent_starters,
-        dict(expected.ortho_context))
+    expected, learned = nltk_learned(text), learn_punkt(text)
+    assert params_facts(learned) == params_facts(expected)
 
 
 def test_tokens_of_many_words_are_those_made_one_by_one():

@@ -72,7 +72,9 @@ class Released:
     encoded like a chunk (``punkt_on_the_way``); a part per file they come from."""
 
     records: list[Record]
-    nbytes: int = 0
+    # Input bytes to count as done when written: none, they were counted with the chunks they
+    # came in.
+    nbytes = 0
 
     def paths(self) -> list[str]:
         return list(dict.fromkeys(record.path for record in self.records))

@@ -111,12 +111,14 @@ class CachedToken(PunktToken):
     __slots__ = ()
 
     def __init__(self, tok: str, **params):
-        self.tok = tok
-        self.type = _word_type(tok)
-        self.period_final = tok.endswith(".")
-        self.parastart = self.linestart = self.sentbreak = self.abbr = self.ellipsis = None
+        self._start(tok, _word_type(tok))
         for name, value in params.items():
             setattr(self, name, value)
+
+    def _start(self, tok: str, typ: str) -> None:
+        """nltk's token of ``tok`` before annotation, whose type is ``typ``."""
+        self.tok, self.type, self.period_final = tok, typ, tok.endswith(".")
+        self.parastart = self.linestart = self.sentbreak = self.abbr = self.ellipsis = None
 
     @classmethod
     def of_words(cls, words: list[str]) -> list[CachedToken]:
@@ -131,9 +133,7 @@ class CachedToken(PunktToken):
         tokens, new = [], cls.__new__
         for word, typ in zip(words, types):
             token = new(cls)
-            token.tok, token.type, token.period_final = word, typ, word.endswith(".")
-            token.parastart = token.linestart = token.sentbreak = token.abbr = None
-            token.ellipsis = None
+            token._start(word, typ)
             tokens.append(token)
         return tokens
 
