@@ -25,6 +25,9 @@ reshuffled for each repetition), trains a tokenizer on the default corpus, and m
   run goes at sentencepiece's own speed as it runs beside the rest of the work, and what
   separates it from the ceiling is that speed, not the splitting; well below, something else
   (splitting, parsing, learning Punkt) kept it waiting;
+- with worker processes, how many workers the one process that reads and writes for all of
+  them keeps up with: the workers' CPU seconds over its own (fixed costs included, so a lower
+  bound); past that many workers, adding more cannot make the run faster;
 - the peak memory (PSS, summed over the process tree) on both corpus sizes: it should not grow.
 Each setting runs --repeat times and the fastest run counts.
 Each preprocess run is a child process, so its memory is its own.
@@ -138,18 +141,28 @@ def measured_run(corpus: Path, model: Path, output: Path, workers: int, split: b
 
 
 def child(corpus: str, model: str, output: str, workers: str, split: str) -> None:
-    def cpu_seconds() -> float:
-        # This process and its waited-for children (the workers, joined when the run ends).
+    def cpu_seconds() -> tuple[float, float]:
+        # This process, and its waited-for children (the workers, joined when the run ends).
         t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
+        return t.user + t.system, t.children_user + t.children_system
 
     before = cpu_seconds()
     summary = preprocess([corpus], output, model, workers=int(workers),
                          split_sentences=bool(int(split)), progress=False)
+    reader, workers_cpu = (after - start for after, start in zip(cpu_seconds(), before))
     print(json.dumps({"tokens": sum(d.tokens for d in summary.datasets),
                       "seconds": summary.seconds, "punkt_seconds": summary.punkt_seconds,
                       "encode_seconds": summary.encode_seconds,
-                      "cpu_seconds": cpu_seconds() - before}))
+                      "cpu_seconds": reader + workers_cpu, "reader_cpu_seconds": reader,
+                      "workers_cpu_seconds": workers_cpu}))
+
+
+def reader_feeds(run: dict, workers: int) -> str:
+    """How many busy workers the reading process keeps up with: the workers' CPU seconds over
+    its own ("-" with one worker, which is the reading process itself)."""
+    if workers == 1:
+        return "-"
+    return f"{run['workers_cpu_seconds'] / run['reader_cpu_seconds']:.0f} workers"
 
 
 def main() -> None:
@@ -173,7 +186,8 @@ def main() -> None:
         print(f"corpus {corpus.stat().st_size / 1e6:.1f} MB; ratios are tokens/s per worker over "
               "sentencepiece's own encode rate (1 thread), the ceiling")
         print(f"{'mode':<9} {'workers':>7} {'ceiling':>11} {'tokens/s':>11} {'per worker':>11} "
-              f"{'steady/worker':>14} {'cores busy':>11} {'sp busy':>8} {'peak PSS MB':>12}")
+              f"{'steady/worker':>14} {'cores busy':>11} {'sp busy':>8} {'peak PSS MB':>12} "
+              f"{'reader feeds':>13}")
         runs = {}
         for split in (False, True):
             for workers in args.workers:
@@ -187,7 +201,7 @@ def main() -> None:
                       f"{speed:>11,.0f} {speed / workers / rate:>11.2f} "
                       f"{steady / workers / rate:>14.2f} {r['cpu_seconds'] / r['seconds']:>11.2f} "
                       f"{r['encode_seconds'] / workers / r['seconds']:>8.2f} "
-                      f"{r['peak_mb']:>12.0f}")
+                      f"{r['peak_mb']:>12.0f} {reader_feeds(r, workers):>13}")
         if args.corpus:
             return
         workers = max(args.workers)

@@ -114,37 +114,88 @@ def test_document_datasets_and_eod(sp, tmp_path):
 
 
 @pytest.mark.parametrize("append_eod", [False, True])
-def test_a_chunk_drops_items_encoded_to_nothing_and_ends_documents_with_eod(append_eod):
+def test_a_chunk_drops_items_encoded_to_nothing_groups_documents_and_ends_them_with_eod(
+        append_eod):
     """Items that encode to no tokens (text the tokenizer normalises away: not in the built-in
-    corpus) are dropped, and </s> goes to a document's last kept item."""
+    corpus) are dropped, </s> goes to a document's last kept item, a document left with no
+    item is reported by its file and line, and the others reach their dataset's part in
+    order."""
     rng = random.Random(0)
     encoder = ChunkEncoder(EncoderSettings(str(tokenizer_model()), False, append_eod,
-                                           np.uint16))
+                                           np.uint16, ReadOptions(on_error="skip")))
     try:
         for _ in range(300):
             per_document = [rng.choice([0, 1, 2, 3]) for _ in range(rng.randint(0, 6))]
             ids = [[rng.randint(5, 900) for _ in range(rng.choice([0, 0, 1, 3]))]
                    for _ in range(sum(per_document))]
+            placed = [(rng.choice(["de", "en"]), rng.randrange(2), line)
+                      for line in range(1, len(per_document) + 1)]
             done = Future()  # what the encoding thread gives: counts and ids as arrays, seconds
             done.set_result((np.array([len(item) for item in ids], np.int64),
                              np.array([token for item in ids for token in item], np.int32),
                              0.25))
-            encoded = encoder.collect(_Submitted(per_document, [done], 0))
-            documents, start = [], 0
-            for count in per_document:
+            encoded = encoder.collect(_Submitted(per_document, [done], 0, ["a.jsonl", "b.jsonl"],
+                                                 placed))
+            expected, empty, start = {}, [], 0
+            for count, (lang, part, line) in zip(per_document, placed):
                 kept = [item for item in ids[start:start + count] if item]
-                if kept and append_eod:
-                    kept[-1] = kept[-1] + [EOS_ID]
-                documents.append(kept)
                 start += count
-            items = [item for document in documents for item in document]
-            assert encoded.items == [len(document) for document in documents]
-            assert encoded.lengths.tolist() == [len(item) for item in items]
-            assert encoded.tokens.dtype == np.uint16
+                if not kept:
+                    empty.append((part, line))
+                    continue
+                if append_eod:
+                    kept[-1] = kept[-1] + [EOS_ID]
+                expected.setdefault(lang, []).append(kept)
+            got = {part.lang: part for part in encoded.datasets}
+            assert sorted(got) == sorted(expected)
+            for lang, documents in expected.items():
+                items = [item for document in documents for item in document]
+                assert got[lang].key == "text"
+                assert got[lang].items.tolist() == [len(document) for document in documents]
+                assert got[lang].lengths.tolist() == [len(item) for item in items]
+                assert got[lang].tokens.dtype == np.uint16
+                assert got[lang].tokens.tolist() == [token for item in items for token in item]
+            assert [(error.path, error.line, error.reason) for error in encoded.skipped] == [
+                (["a.jsonl", "b.jsonl"][part], line, "empty_document")
+                for part, line in sorted(empty)]
             assert encoded.encode_seconds == 0.25
-            assert encoded.tokens.tolist() == [token for item in items for token in item]
     finally:
         encoder.close()
+
+
+@pytest.fixture(scope="module")
+def nfkc_model(tmp_path_factory):
+    """A sentencepiece model with NFKC normalisation, which removes zero-width spaces (the
+    project's tokenizers keep every character), trained on the built-in corpus."""
+    folder = tmp_path_factory.mktemp("nfkc")
+    text = folder / "text.txt"
+    text.write_text("\n".join(record["text"] for record in records()),
+                    encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "nfkc"),
+                                   vocab_size=1000, normalization_rule_name="nmt_nfkc",
+                                   minloglevel=2)
+    return folder / "nfkc.model"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_document_the_tokenizer_normalises_away_is_named_or_skipped(tmp_path, nfkc_model,
+                                                                     workers):
+    """A record whose text holds only characters the tokenizer removes has no tokens: it is
+    named by file and line, or skipped and counted, and the rest is written as without it."""
+    assert spm.SentencePieceProcessor(model_file=str(nfkc_model)).encode("\u200b") == []
+    path = write_jsonl(tmp_path / "in.jsonl",
+                       [*GOOD[:25], {"text": "\u200b\u200b", "lang": "en"}, *GOOD[25:]])
+    with pytest.raises(CorpusError) as info:
+        preprocess([path], tmp_path / "out" / "x", nfkc_model, workers=workers,
+                   chunk_bytes=4_000, progress=False)
+    assert (info.value.reason, info.value.line) == ("empty_document", 26)
+    assert str(info.value).startswith(f"{path}:26: ") and "normalises away" in str(info.value)
+    summary = preprocess([path], tmp_path / "out" / "x", nfkc_model, workers=workers,
+                         chunk_bytes=4_000, on_error="skip", progress=False)
+    assert summary.skips.first == {"empty_document": f"{path}:26"}
+    without = write_jsonl(tmp_path / "without.jsonl", GOOD)
+    preprocess([without], tmp_path / "clean" / "x", nfkc_model, progress=False)
+    assert files(tmp_path / "out") == files(tmp_path / "clean")
 
 
 def files(folder):
@@ -212,9 +263,13 @@ def test_small_files_share_chunks_and_write_what_one_file_writes(tmp_path):
     paths.insert(11, bad)
     chunks = list(_chunks(paths, ReadOptions(), 4_000))
     assert len(chunks) < len(paths) // 2
+    # Each chunk is the fewest whole lines that reach 4,000 bytes.
     assert all(chunk.nbytes >= 4_000 for chunk in chunks[:-1])
-    assert [line for chunk in chunks for _, lines in chunk.parts for line in lines] == [
-        (number, raw) for path in paths
+    assert all(chunk.nbytes - len(chunk.parts[-1][2].splitlines(keepends=True)[-1]) < 4_000
+               for chunk in chunks)
+    assert [(source.path, number, raw) for chunk in chunks for source, first, lines in chunk.parts
+            for number, raw in enumerate(lines.splitlines(keepends=True), first)] == [
+        (path, number, raw) for path in paths
         for number, raw in enumerate(path.read_bytes().splitlines(keepends=True), 1)]
     summary = preprocess(paths, tmp_path / "many" / "x", tokenizer_model(), workers=2,
                          chunk_bytes=4_000, on_error="skip", progress=False)

@@ -2,16 +2,19 @@
 split their texts into sentences (optionally), tokenize with sentencepiece.
 
 A worker is sent a task (``Task``): a chunk's raw lines (``Chunk``), or records that waited for
-their language's Punkt parameters (``Released``); it returns their tokens and, with sentence
-splitting, the records of languages it has no parameters for yet, unencoded (``Encoded``;
-``punkt_on_the_way``). ``encoders`` gives worker processes or this process behind one
-interface, results in the order of the tasks.
+their language's Punkt parameters (``Released``); it returns their tokens grouped by the dataset
+they go to and, with sentence splitting, the records of languages it has no parameters for
+yet, unencoded (``Encoded``; ``punkt_on_the_way``). The process that reads and writes for all
+workers does no work per line or per document: it reads blocks of whole lines and appends each
+dataset's arrays. ``encoders`` gives worker processes or this process behind one interface,
+results in the order of the tasks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import sys
 import time
 from collections import deque
@@ -47,8 +50,9 @@ GIL_SWITCH_SECONDS = 0.0002
 GC_FIRST_THRESHOLD = 50_000
 
 
-# A chunk's lines from one input file: the file, and (line number, raw line) pairs.
-Part = tuple[RecordSource, list[tuple[int, bytes]]]
+# A chunk's lines from one input file: the file, the number of the first line, and the lines as
+# read, each with its line break (but maybe the file's last line).
+Part = tuple[RecordSource, int, bytes]
 
 
 @dataclass
@@ -60,10 +64,10 @@ class Chunk:
     nbytes: int = 0
 
     def paths(self) -> list[str]:
-        return [str(source.path) for source, _ in self.parts]
+        return [str(source.path) for source, _, _ in self.parts]
 
     def task(self, learned: dict[str, str]) -> Task:
-        return Task(learned, parts=self.parts)
+        return Task(learned, self.paths(), parts=self.parts)
 
 
 @dataclass
@@ -80,33 +84,44 @@ class Released:
         return list(dict.fromkeys(record.path for record in self.records))
 
     def task(self, learned: dict[str, str]) -> Task:
-        part_of = {path: part for part, path in enumerate(self.paths())}
-        return Task(learned, records=[(part_of[r.path], r) for r in self.records])
+        paths = self.paths()
+        part_of = {path: part for part, path in enumerate(paths)}
+        return Task(learned, paths, records=[(part_of[r.path], r) for r in self.records])
 
 
 @dataclass
 class Task:
-    """What a worker is sent: a chunk's raw lines, or records with their part; and the
-    parameter file of each language learned so far (``PunktOnTheWay.files``)."""
+    """What a worker is sent: a chunk's raw lines, or records with their part; the file of
+    each part; and the parameter file of each language learned so far
+    (``PunktOnTheWay.files``)."""
 
     learned: dict[str, str]
+    paths: list[str]
     parts: list[Part] | None = None
     records: list[tuple[int, Record]] | None = None
 
 
 @dataclass
-class Encoded:
-    """A chunk's tokens: all items concatenated, each item's length, items per document; and
-    its documents' (language, part, line) and the records left out (``on_error="skip"``) with
-    their part."""
+class DatasetPart:
+    """A chunk's documents that go to one dataset (a language and a JSON key), in input
+    order: their items' tokens concatenated, each item's length, each document's items."""
 
+    lang: str
+    key: str
     tokens: np.ndarray
     lengths: np.ndarray
-    items: list[int]
+    items: np.ndarray
+
+
+@dataclass
+class Encoded:
+    """A chunk's tokens, a part per dataset they go to; and the records left out
+    (``on_error="skip"``), in input order."""
+
+    datasets: list[DatasetPart]
     # Paragraphs too long for sentence splitting in one piece (cut into windows).
     cut_paragraphs: int = 0
-    documents: list[tuple[str, int, int]] = field(default_factory=list)
-    skipped: list[tuple[int, CorpusError]] = field(default_factory=list)
+    skipped: list[CorpusError] = field(default_factory=list)
     # Records of languages not learned yet, not encoded (``punkt_on_the_way``).
     deferred: list[Record] = field(default_factory=list)
     # Time sentencepiece spent encoding the chunk (its thread's busy time).
@@ -133,7 +148,9 @@ class _Submitted:
     per_document: list[int]
     batches: list[Future]
     cut_paragraphs: int
-    documents: list[tuple[str, int, int]] = field(default_factory=list)
+    # The file of each part, and each document's (language, part, line).
+    paths: list[str]
+    documents: list[tuple[str, int, int]]
     skipped: list[tuple[int, CorpusError]] = field(default_factory=list)
     deferred: list[Record] = field(default_factory=list)
 
@@ -195,8 +212,8 @@ class ChunkEncoder:
                 batches.append(self._submit_batch(langs, texts, per_document))
                 langs, texts, size = [], [], 0
         batches.append(self._submit_batch(langs, texts, per_document))
-        return _Submitted(per_document, batches, self._cut_paragraphs() - cut_before, documents,
-                          skipped, deferred)
+        return _Submitted(per_document, batches, self._cut_paragraphs() - cut_before,
+                          task.paths, documents, skipped, deferred)
 
     def _has_splitter(self, lang: str, learned: dict[str, str]) -> bool:
         """Whether ``lang`` can be split here, its splitter made on first sight: languages
@@ -234,14 +251,17 @@ class ChunkEncoder:
                 ) -> Iterator[tuple[int, Record]]:
         """The chunk's good records with their part; a bad one raises (``on_error="fail"``) or
         goes to ``skipped``."""
-        for part, (source, lines) in enumerate(parts):
-            for record in source.records(lines, self.options,
+        for part, (source, first_line, lines) in enumerate(parts):
+            numbered = enumerate(io.BytesIO(lines), first_line)
+            for record in source.records(numbered, self.options,
                                          lambda error, part=part: skipped.append((part, error))):
                 yield part, record
 
     def collect(self, submitted: _Submitted) -> Encoded:
-        """The chunk's tokens, once its batches are encoded (array operations, not a loop
-        over items: this thread is the busier of the two)."""
+        """The chunk's tokens by dataset, once its batches are encoded (array operations, not
+        a loop over items: this thread is the busier of the two). A document with no tokens
+        (only text the tokenizer normalises away) raises (``on_error="fail"``) or is left out
+        and reported."""
         encoded = [batch.result() for batch in submitted.batches]
         lengths = np.concatenate([lengths for lengths, _, _ in encoded])
         tokens = np.concatenate([ids for _, ids, _ in encoded]).astype(self.dtype, copy=False)
@@ -255,12 +275,68 @@ class ChunkEncoder:
             last = np.cumsum(items)[items > 0] - 1  # each document's last item
             tokens = np.insert(tokens, np.cumsum(lengths)[last], EOS_ID)
             lengths[last] += 1
-        return Encoded(tokens, lengths, items.tolist(), submitted.cut_paragraphs,
-                       submitted.documents, submitted.skipped, submitted.deferred,
-                       sum(seconds for _, _, seconds in encoded))
+        skipped = list(submitted.skipped)
+        datasets = self._by_dataset(submitted, tokens, lengths, items, skipped)
+        skipped.sort(key=lambda skip: (skip[0], skip[1].line))
+        return Encoded(datasets, submitted.cut_paragraphs, [error for _, error in skipped],
+                       submitted.deferred, sum(seconds for _, _, seconds in encoded))
+
+    def _by_dataset(self, submitted: _Submitted, tokens: np.ndarray, lengths: np.ndarray,
+                    items: np.ndarray, skipped: list[tuple[int, CorpusError]]
+                    ) -> list[DatasetPart]:
+        """The documents' tokens (each text of a record a document, ``items`` items each)
+        grouped by dataset, input order kept within; empty ones go to ``skipped`` or raise."""
+        keys = self.options.json_keys
+        datasets: list[tuple[str, str]] = []
+        slots: dict[tuple[str, str], int] = {}
+        # Each document's dataset, as an index into ``datasets``; -1 for an empty one.
+        slot_of_document = []
+        counts = iter(items.tolist())
+        for lang, part, line in submitted.documents:
+            for key in keys:
+                if not next(counts):
+                    error = CorpusError(submitted.paths[part], line, "empty_document",
+                                        f"key '{key}' holds no text the tokenizer keeps (only "
+                                        "characters it normalises away)")
+                    if self.options.on_error == "fail":
+                        raise error
+                    skipped.append((part, error))
+                    slot_of_document.append(-1)
+                    continue
+                slot = slots.get((lang, key))
+                if slot is None:
+                    slot = slots[lang, key] = len(datasets)
+                    datasets.append((lang, key))
+                slot_of_document.append(slot)
+        documents = np.asarray(slot_of_document, dtype=np.int64)
+        return [DatasetPart(*datasets[slot], part_tokens, part_lengths, per_document)
+                for slot, part_tokens, part_lengths, per_document
+                in _grouped(documents, items, lengths, tokens, len(datasets))]
 
     def _cut_paragraphs(self) -> int:
         return sum(s.cut_paragraphs for s in self.splitters.values()) if self.splitters else 0
+
+
+def _grouped(slots: np.ndarray, items: np.ndarray, lengths: np.ndarray, tokens: np.ndarray,
+             count: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(slot, its tokens, its item lengths, its items per document) for each slot that the
+    documents (``slots``, each with ``items`` items of ``lengths``) go to, order kept within."""
+    if count == 1:
+        yield 0, tokens, lengths, items[slots == 0]
+        return
+    item_slots = np.repeat(slots, items)
+    # A stable sort by slot keeps each slot's documents in order (a radix sort on 16 bits).
+    key_type = np.int16 if count < 2**15 else np.int64
+    token_slots = np.repeat(item_slots, lengths).astype(key_type)
+    token_order = np.argsort(token_slots, kind="stable")
+    item_order = np.argsort(item_slots.astype(key_type), kind="stable")
+    token_ends = np.cumsum(np.bincount(token_slots, minlength=count))
+    item_ends = np.cumsum(np.bincount(item_slots, minlength=count))
+    for slot in range(count):
+        token_start = token_ends[slot - 1] if slot else 0
+        item_start = item_ends[slot - 1] if slot else 0
+        yield (slot, tokens[token_order[token_start:token_ends[slot]]],
+               lengths[item_order[item_start:item_ends[slot]]], items[slots == slot])
 
 
 def _split_by_language(splitters: dict[str, SentenceSplitter], langs: list[str],

@@ -6,8 +6,9 @@ without (one item per document). Either way one input record is one document, an
 tokens are exactly ``sp.encode(item_text)``.
 
 The input is read once, as a stream of raw lines, by this process, cut into chunks of about
-``chunk_bytes``, and parsed, split and tokenized by ``workers`` processes (``chunk_encoding``;
-this process reads and writes for all of them, so it does no more per line than it must); a
+``chunk_bytes``, and parsed, split, tokenized and grouped by dataset by ``workers`` processes
+(``chunk_encoding``; this process reads and writes for all of them, so it reads blocks of whole
+lines and appends arrays, with no work per line or per document, and keeps up with many); a
 bounded number of chunks is in flight and results are written in input order, so memory is
 flat in the corpus size and any worker count writes the same bytes. With sentence splitting,
 Punkt is learned per language on the way (``punkt_on_the_way``). Outputs are committed only
@@ -27,9 +28,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import BinaryIO, Iterator, Literal, Sequence
 
-import numpy as np
 
 from megatron_seqpt.data.chunk_encoding import (
     Chunk,
@@ -46,7 +46,6 @@ from megatron_seqpt.data.punkt_on_the_way import Lesson, PunktOnTheWay, learn_le
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import (
     ByteProgress,
-    CorpusError,
     ReadOptions,
     Record,
     RecordSource,
@@ -199,8 +198,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
                 ByteProgress(inputs, "preprocessing", progress) as bar:
             for item, encoded in _in_write_order(_chunks(inputs, options, chunk_bytes),
                                                  workers_or_here, learning, chunk_bytes):
-                _write(item.paths(), encoded, output_prefix, split_sentences, options, skips,
-                       outputs, datasets)
+                _write(encoded, output_prefix, split_sentences, skips, outputs, datasets)
                 totals.cut_paragraphs += encoded.cut_paragraphs
                 totals.encode_seconds += encoded.encode_seconds
                 tokens = sum(d.tokens for d in datasets.values())
@@ -220,90 +218,48 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
 
 def _chunks(inputs: Sequence[Path], options: ReadOptions, chunk_bytes: int
             ) -> Iterator[Chunk]:
-    """The input files' raw lines in chunks of about ``chunk_bytes``: no parsing here."""
+    """The input files' raw lines in chunks: each the fewest whole lines that reach
+    ``chunk_bytes`` (small files share one), read as blocks; the lines are not looked at
+    here."""
     chunk = Chunk()
     for path in inputs:
         source = RecordSource.of(path, options)
-        lines: list[tuple[int, bytes]] = []
-        chunk.parts.append((source, lines))
+        first_line = 1
         with open(path, "rb") as file:
-            for number, raw in enumerate(file, 1):
-                lines.append((number, raw))
-                chunk.nbytes += len(raw)
+            while lines := _whole_lines(file, chunk_bytes - chunk.nbytes):
+                chunk.parts.append((source, first_line, lines))
+                chunk.nbytes += len(lines)
+                first_line += lines.count(b"\n")
                 if chunk.nbytes >= chunk_bytes:
                     yield chunk
-                    lines = []
-                    chunk = Chunk([(source, lines)])
+                    chunk = Chunk()
     if chunk.nbytes:
         yield chunk
 
 
-def _write(paths: list[str], encoded: Encoded, output_prefix: str | Path,
-           split_sentences: bool, options: ReadOptions, skips: Skips, outputs: IndexedOutputs,
-           datasets: dict[tuple[str, str], DatasetSummary]) -> None:
-    """Append a chunk's documents to their datasets (each in input order) with one write per
-    dataset, and count the records left out in input order; ``paths`` names the file of each
-    part. A call per document cost as much as parsing the records, on short documents."""
-    skipped = list(encoded.skipped)
-    # The dataset of each (document, key) in order, as an index into ``targets``; -1 for one
-    # without tokens, which holds no items.
-    targets: list[DatasetSummary] = []
-    slots: dict[tuple[str, str], int] = {}
-    slot_of_document = []
-    counts = iter(encoded.items)
-    for lang, part, line in encoded.documents:
-        for key in options.json_keys:
-            if not next(counts):
-                error = CorpusError(paths[part], line, "empty_document",
-                                    f"key '{key}' holds no text the tokenizer keeps (only "
-                                    "characters it normalises away)")
-                if options.on_error == "fail":
-                    raise error
-                skipped.append((part, error))
-                slot_of_document.append(-1)
-                continue
-            slot = slots.get((lang, key))
-            if slot is None:
-                summary = datasets.get((lang, key))
-                if summary is None:
-                    summary = datasets[lang, key] = DatasetSummary(
-                        lang, key, dataset_prefix(output_prefix, lang, key, split_sentences))
-                slot = slots[lang, key] = len(targets)
-                targets.append(summary)
-            slot_of_document.append(slot)
-    items = np.asarray(encoded.items, dtype=np.int64)
-    documents = np.asarray(slot_of_document, dtype=np.int64)
-    for slot, tokens, lengths, per_document in _grouped(documents, items, encoded.lengths,
-                                                        encoded.tokens, len(targets)):
-        summary = targets[slot]
-        outputs.add_documents(summary.prefix, tokens, lengths, per_document)
-        summary.documents += len(per_document)
-        summary.sentences += len(lengths)
-        summary.tokens += len(tokens)
-    for _, error in sorted(skipped, key=lambda skip: (skip[0], skip[1].line)):
+def _whole_lines(file: BinaryIO, size: int) -> bytes:
+    """The fewest whole lines from ``file`` that hold at least ``size`` bytes, or what is
+    left: ``size - 1`` bytes, then the rest of the line that holds the next one."""
+    return file.read(max(size - 1, 0)) + file.readline()
+
+
+def _write(encoded: Encoded, output_prefix: str | Path, split_sentences: bool, skips: Skips,
+           outputs: IndexedOutputs, datasets: dict[tuple[str, str], DatasetSummary]) -> None:
+    """Append a chunk's documents to their datasets (each in input order), one write per
+    dataset, and count the records left out; no work per document here (the workers group
+    them, ``ChunkEncoder.collect``), so this process keeps up with many workers."""
+    for part in encoded.datasets:
+        summary = datasets.get((part.lang, part.key))
+        if summary is None:
+            summary = datasets[part.lang, part.key] = DatasetSummary(
+                part.lang, part.key,
+                dataset_prefix(output_prefix, part.lang, part.key, split_sentences))
+        outputs.add_documents(summary.prefix, part.tokens, part.lengths, part.items)
+        summary.documents += len(part.items)
+        summary.sentences += len(part.lengths)
+        summary.tokens += len(part.tokens)
+    for error in encoded.skipped:
         skips.add(error)
-
-
-def _grouped(slots: np.ndarray, items: np.ndarray, lengths: np.ndarray, tokens: np.ndarray,
-             count: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-    """(slot, its tokens, its item lengths, its items per document) for each slot that the
-    documents (``slots``, each with ``items`` items of ``lengths``) go to, order kept within."""
-    if count == 1:
-        yield 0, tokens, lengths, items[slots == 0]
-        return
-    item_slots = np.repeat(slots, items)
-    # A stable sort by slot keeps each slot's documents in order (a radix sort on 16 bits).
-    key_type = np.int16 if count < 2**15 else np.int64
-    token_slots = np.repeat(item_slots, lengths).astype(key_type)
-    token_order = np.argsort(token_slots, kind="stable")
-    item_order = np.argsort(item_slots.astype(key_type), kind="stable")
-    token_ends = np.cumsum(np.bincount(token_slots, minlength=count))
-    item_ends = np.cumsum(np.bincount(item_slots, minlength=count))
-    for slot in range(count):
-        token_start = token_ends[slot - 1] if slot else 0
-        item_start = item_ends[slot - 1] if slot else 0
-        yield (slot, tokens[token_order[token_start:token_ends[slot]]],
-               lengths[item_order[item_start:item_ends[slot]]], items[slots == slot])
 
 
 def _in_write_order(chunks: Iterator[Chunk], encoders: Encoders, learning: PunktOnTheWay,
