@@ -261,6 +261,8 @@ def test_small_files_share_chunks_and_write_what_one_file_writes(tmp_path):
     paths = [write_jsonl(tmp_path / f"in{i:02}.jsonl", GOOD[2 * i:2 * i + 2]) for i in range(20)]
     bad = write_jsonl(tmp_path / "in10b.jsonl", [GOOD[0], BAD_LINES["invalid_json"]])
     paths.insert(11, bad)
+    # A file whose last line has no line break.
+    paths[5].write_bytes(paths[5].read_bytes().rstrip(b"\n"))
     chunks = list(_chunks(paths, ReadOptions(), 4_000))
     assert len(chunks) < len(paths) // 2
     # Each chunk is the fewest whole lines that reach 4,000 bytes.

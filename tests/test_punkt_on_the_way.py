@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from megatron_seqpt.data.punkt_on_the_way import PunktOnTheWay, learn_lesson, load_learned
+from megatron_seqpt.data.punkt_on_the_way import (
+    PunktOnTheWay,
+    RecordColumns,
+    learn_lesson,
+    load_learned,
+)
 from megatron_seqpt.text.corpus import Record
 from megatron_seqpt.text.sentences import learn_punkt, survey_languages
 from tests.punkt_params import params_facts
@@ -35,7 +40,7 @@ def test_languages_are_learned_from_their_first_text_and_released_in_input_order
         for start in range(0, len(recs), 13):
             for lesson in out:
                 released += learning.learned(lesson, learn_lesson(lesson))
-            now, out = learning.release(recs[start:start + 13])
+            now, out = learning.release(RecordColumns.of(recs[start:start + 13]))
             released += now
             lesson_at.update((lesson.lang, start) for lesson in out)
         for lesson in out + learning.lessons_left():
@@ -48,6 +53,8 @@ def test_languages_are_learned_from_their_first_text_and_released_in_input_order
             assert params_facts(learned) == params_facts(learn_punkt("\n".join(survey.sample)))
     assert not folder.exists()
     assert load_learned(files, "xx") is None
+    released = [record for columns in released for record in columns.records()]
+    assert sorted(released, key=lambda r: r.line) == recs
     for lang, survey in surveys.items():
         assert [r.line for r in released if r.lang == lang] == [
             r.line for r in recs if r.lang == lang]

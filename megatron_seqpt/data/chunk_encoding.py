@@ -20,12 +20,13 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from megatron_seqpt.data.punkt_on_the_way import load_learned
+from megatron_seqpt.data.punkt_on_the_way import RecordColumns, load_learned
 from megatron_seqpt.runtime.ordered_workers import OrderedWorkers
 from megatron_seqpt.text.corpus import CorpusError, ReadOptions, Record, RecordSource
 from megatron_seqpt.text.sentences import SentenceSplitter, load_punkt_dir, uses_punkt
@@ -75,30 +76,28 @@ class Released:
     """Parsed records whose language was learned after they were read, on their way to be
     encoded like a chunk (``punkt_on_the_way``); a part per file they come from."""
 
-    records: list[Record]
+    records: list[RecordColumns]
     # Input bytes to count as done when written: none, they were counted with the chunks they
     # came in.
     nbytes = 0
 
     def paths(self) -> list[str]:
-        return list(dict.fromkeys(record.path for record in self.records))
+        return list(dict.fromkeys(chain.from_iterable(c.paths for c in self.records)))
 
     def task(self, learned: dict[str, str]) -> Task:
-        paths = self.paths()
-        part_of = {path: part for part, path in enumerate(paths)}
-        return Task(learned, paths, records=[(part_of[r.path], r) for r in self.records])
+        return Task(learned, self.paths(), records=self.records)
 
 
 @dataclass
 class Task:
-    """What a worker is sent: a chunk's raw lines, or records with their part; the file of
-    each part; and the parameter file of each language learned so far
-    (``PunktOnTheWay.files``)."""
+    """What a worker is sent: a chunk's raw lines, or parsed records; the file of each part
+    (of the lines, or that the records come from); and the parameter file of each language
+    learned so far (``PunktOnTheWay.files``)."""
 
     learned: dict[str, str]
     paths: list[str]
     parts: list[Part] | None = None
-    records: list[tuple[int, Record]] | None = None
+    records: list[RecordColumns] | None = None
 
 
 @dataclass
@@ -123,7 +122,7 @@ class Encoded:
     cut_paragraphs: int = 0
     skipped: list[CorpusError] = field(default_factory=list)
     # Records of languages not learned yet, not encoded (``punkt_on_the_way``).
-    deferred: list[Record] = field(default_factory=list)
+    deferred: list[RecordColumns] = field(default_factory=list)
     # Time sentencepiece spent encoding the chunk (its thread's busy time).
     encode_seconds: float = 0.0
 
@@ -152,7 +151,7 @@ class _Submitted:
     paths: list[str]
     documents: list[tuple[str, int, int]]
     skipped: list[tuple[int, CorpusError]] = field(default_factory=list)
-    deferred: list[Record] = field(default_factory=list)
+    deferred: list[RecordColumns] = field(default_factory=list)
 
 
 class ChunkEncoder:
@@ -188,7 +187,8 @@ class ChunkEncoder:
         splitting) and queue their encoding. A bad record raises (``on_error="fail"``) or is
         kept for the report; a record of a language not learned yet is deferred."""
         skipped: list[tuple[int, CorpusError]] = []
-        records = task.records if task.parts is None else self._parsed(task.parts, skipped)
+        records = (self._parsed(task.parts, skipped) if task.parts is not None
+                   else _with_parts(task.records, task.paths))
         learned = task.learned
         cut_before = self._cut_paragraphs()
         per_document: list[int] = []
@@ -213,7 +213,7 @@ class ChunkEncoder:
                 langs, texts, size = [], [], 0
         batches.append(self._submit_batch(langs, texts, per_document))
         return _Submitted(per_document, batches, self._cut_paragraphs() - cut_before,
-                          task.paths, documents, skipped, deferred)
+                          task.paths, documents, skipped, RecordColumns.of(deferred))
 
     def _has_splitter(self, lang: str, learned: dict[str, str]) -> bool:
         """Whether ``lang`` can be split here, its splitter made on first sight: languages
@@ -315,6 +315,15 @@ class ChunkEncoder:
 
     def _cut_paragraphs(self) -> int:
         return sum(s.cut_paragraphs for s in self.splitters.values()) if self.splitters else 0
+
+
+def _with_parts(records: list[RecordColumns], paths: list[str]
+                ) -> Iterator[tuple[int, Record]]:
+    """The records in order, each with its part: the index of its file in ``paths``."""
+    part_of = {path: part for part, path in enumerate(paths)}
+    for columns in records:
+        for record in columns.records():
+            yield part_of[record.path], record
 
 
 def _grouped(slots: np.ndarray, items: np.ndarray, lengths: np.ndarray, tokens: np.ndarray,

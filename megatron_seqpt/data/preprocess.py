@@ -42,12 +42,16 @@ from megatron_seqpt.data.chunk_encoding import (
     tune_interpreter,
 )
 from megatron_seqpt.data.indexed_writer import IndexedOutputs, token_dtype
-from megatron_seqpt.data.punkt_on_the_way import Lesson, PunktOnTheWay, learn_lesson
+from megatron_seqpt.data.punkt_on_the_way import (
+    Lesson,
+    PunktOnTheWay,
+    RecordColumns,
+    learn_lesson,
+)
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import (
     ByteProgress,
     ReadOptions,
-    Record,
     RecordSource,
     Skips,
     check_inputs,
@@ -338,11 +342,12 @@ def _in_write_order(chunks: Iterator[Chunk], encoders: Encoders, learning: Punkt
             written += 1
 
 
-def _pieces(records: list[Record], chunk_bytes: int) -> Iterator[Released]:
-    """The records in order, in pieces of about ``chunk_bytes`` of input lines."""
+def _pieces(records: list[RecordColumns], chunk_bytes: int) -> Iterator[Released]:
+    """The records in order, in pieces of about ``chunk_bytes`` of input lines (whole
+    columns: each came from one chunk)."""
     start, size = 0, 0
-    for index, record in enumerate(records):
-        size += record.nbytes
+    for index, columns in enumerate(records):
+        size += columns.nbytes
         if size >= chunk_bytes:
             yield Released(records[start:index + 1])
             start, size = index + 1, 0

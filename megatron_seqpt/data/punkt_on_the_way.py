@@ -11,7 +11,9 @@ stay held until it comes back, and are then released to be encoded. Deferred rec
 learned language (chunks sent before it was learned) are released at once. The parameters
 reach the workers as that file, named in each later task: pickling them into every task would
 cost a good part of a chunk's transfer. Each language's documents reach its dataset in input
-order, so the outputs are the bytes a survey pass first gave.
+order, so the outputs are the bytes a survey pass first gave. Deferred records travel and are
+held as columns (``RecordColumns``), so that the one process that holds them does no work per
+record beyond its language's sample.
 """
 
 from __future__ import annotations
@@ -21,12 +23,49 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Iterator, Mapping
 
 from nltk.tokenize.punkt import PunktParameters
 
 from megatron_seqpt.text.corpus import Record
 from megatron_seqpt.text.sentences import DEFAULT_SAMPLE_CHARS, LanguageSurvey, learn_punkt
+
+
+@dataclass
+class RecordColumns:
+    """Records of one language, in order, as a list per field. A list of plain values pickles
+    in C, a list of Records one object at a time (3-4 us each), and many thousands cross
+    between processes when a language's text comes in a block: workers hand them back, the
+    reading process holds them and sends them out again."""
+
+    lang: str
+    paths: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    texts: list[tuple[str, ...]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, records: Iterable[Record]) -> list[RecordColumns]:
+        """The records grouped by language, in order within each."""
+        by_lang: dict[str, RecordColumns] = {}
+        for record in records:
+            columns = by_lang.get(record.lang)
+            if columns is None:
+                columns = by_lang[record.lang] = cls(record.lang)
+            columns.paths.append(record.path)
+            columns.lines.append(record.line)
+            columns.texts.append(record.texts)
+            columns.sizes.append(record.nbytes)
+        return list(by_lang.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.sizes)
+
+    def records(self) -> Iterator[Record]:
+        lang = self.lang
+        for path, line, texts, size in zip(self.paths, self.lines, self.texts, self.sizes):
+            yield Record(path, line, lang, texts, size)
 
 
 @dataclass(frozen=True)
@@ -50,7 +89,7 @@ def learn_lesson(lesson: Lesson) -> float:
 class _Held:
     """A language's deferred records so far and the sample their text makes."""
 
-    records: list[Record] = field(default_factory=list)
+    records: list[RecordColumns] = field(default_factory=list)
     survey: LanguageSurvey = field(default_factory=LanguageSurvey)
     # Its lesson is out: the sample is complete, records are only held.
     learning: bool = False
@@ -80,24 +119,29 @@ class PunktOnTheWay:
         if self._directory is not None:
             self._directory.cleanup()
 
-    def release(self, deferred: list[Record]) -> tuple[list[Record], list[Lesson]]:
-        """Of these deferred records (in input order): those that can be encoded now (of a
-        language learned before), and the lessons of languages whose sample they filled."""
-        released: list[Record] = []
+    def release(self, deferred: list[RecordColumns]
+                ) -> tuple[list[RecordColumns], list[Lesson]]:
+        """Of these deferred records (each language's in input order): those that can be
+        encoded now (of a language learned before), and the lessons of languages whose sample
+        they filled."""
+        released: list[RecordColumns] = []
         lessons: list[Lesson] = []
-        for record in deferred:
-            if record.lang in self.files:
-                released.append(record)
+        for columns in deferred:
+            if columns.lang in self.files:
+                released.append(columns)
                 continue
-            held = self._held.setdefault(record.lang, _Held())
-            held.records.append(record)
-            held.nbytes += record.nbytes
+            held = self._held.setdefault(columns.lang, _Held())
+            held.records.append(columns)
+            held.nbytes += columns.nbytes
             if held.learning:
                 continue
-            for text in record.texts:
-                held.survey.offer(text, self.sample_chars)
-            if held.survey.sample_chars >= self.sample_chars:
-                lessons.append(self._lesson(record.lang))
+            survey = held.survey
+            for texts in columns.texts:
+                for text in texts:
+                    survey.offer(text, self.sample_chars)
+                if survey.sample_chars >= self.sample_chars:
+                    lessons.append(self._lesson(columns.lang))
+                    break
         return released, lessons
 
     @property
@@ -112,7 +156,7 @@ class PunktOnTheWay:
         return [self._lesson(lang) for lang in sorted(self._held)
                 if not self._held[lang].learning]
 
-    def learned(self, lesson: Lesson, seconds: float) -> list[Record]:
+    def learned(self, lesson: Lesson, seconds: float) -> list[RecordColumns]:
         """The lesson is learned (its file written): the language's held records, released."""
         self.files[lesson.lang] = lesson.path
         self.seconds += seconds
