@@ -11,6 +11,11 @@
 # choose what mfu.py measures; SEQPT_GPU_CHECK_MICRO_BATCH (default 64, as the README's earlier
 # H200 figures) is the micro-batch, and the global batch is one micro-batch (one GPU, no
 # gradient accumulation).
+#
+# Last, unless SEQPT_GPU_CHECK_PREPROCESS=0: preprocessing with 1 to 16 workers on this
+# machine's cores (the development machine has 2), for how many busy workers the one reading
+# process keeps up with ("reader feeds"); it runs after the GPU figures are written and does
+# not change the exit status.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$(mktemp -d)}"
@@ -48,5 +53,9 @@ for config in $CONFIGS; do
         2>&1 | tee "$OUT/mfu_$name.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 done
+if [ "${SEQPT_GPU_CHECK_PREPROCESS:-1}" = 1 ]; then
+    timeout 300 "$PYTHON" benchmarks/preprocess_throughput.py --mb 100 --memory-mb 0 \
+        --workers 1 4 8 16 --repeat 1 2>&1 | tee "$OUT/preprocess_scaling.txt"
+fi
 echo "figures in $OUT"
 exit $status

@@ -171,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=50)
     parser.add_argument("--memory-mb", type=float, default=100,
-                        help="second corpus size, for the memory comparison")
+                        help="second corpus size, for the memory comparison (0: none)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs per setting; the fastest counts (this machine is shared)")
@@ -202,7 +202,7 @@ def main() -> None:
                       f"{steady / workers / rate:>14.2f} {r['cpu_seconds'] / r['seconds']:>11.2f} "
                       f"{r['encode_seconds'] / workers / r['seconds']:>8.2f} "
                       f"{r['peak_mb']:>12.0f} {reader_feeds(r, workers):>13}")
-        if args.corpus:
+        if args.corpus or not args.memory_mb:
             return
         workers = max(args.workers)
         big = make_corpus(root / "big.jsonl", args.memory_mb, seed=1)
