@@ -49,12 +49,32 @@ class _IndexWriterOfArrays(_IndexWriter):
 
 
 class _Builder(IndexedDatasetBuilder):
-    """megatron-core's builder, finalized with ``_IndexWriterOfArrays``."""
+    """megatron-core's builder with its index held as arrays, a chunk's documents appended at
+    once, finalized with ``_IndexWriterOfArrays``. Its lists hold a Python object per item and
+    per document (19-49 bytes per item, 43-73 while the .idx is written, with 4 to 1 items a
+    document), tens of GB over a billion sentences; these arrays 4 bytes per item and 8 per
+    document."""
+
+    def __init__(self, bin_path: str, dtype: type[np.number]):
+        super().__init__(bin_path, dtype=dtype)
+        self._lengths: list[np.ndarray] = []
+        self._document_ends: list[np.ndarray] = []
+        self._item_count = 0
+
+    def add_documents(self, tokens: np.ndarray, lengths: np.ndarray, items: np.ndarray) -> None:
+        """Documents in order: their tokens, their items' lengths, each one's items."""
+        self.data_file.write(np.asarray(tokens, dtype=self.dtype).tobytes(order="C"))
+        self._lengths.append(np.asarray(lengths, dtype=np.int32))
+        self._document_ends.append(self._item_count + np.cumsum(items, dtype=np.int64))
+        self._item_count += len(lengths)
 
     def finalize(self, idx_path: str) -> None:
         self.data_file.close()
+        lengths = np.concatenate([np.zeros(0, np.int32), *self._lengths])
+        document_indices = np.concatenate([np.zeros(1, np.int64), *self._document_ends])
+        self._lengths, self._document_ends = [], []
         with _IndexWriterOfArrays(idx_path, self.dtype) as writer:
-            writer.write(self.sequence_lengths, self.sequence_modes, self.document_indices)
+            writer.write(lengths, None, document_indices)
 
 
 class IndexedOutputs:
@@ -88,12 +108,9 @@ class IndexedOutputs:
         (sentences) and each one's number of items (at least 1)."""
         builder = self.builder(prefix)
         try:
-            builder.add_document(tokens, lengths.tolist())
+            builder.add_documents(tokens, lengths, items)
         except OSError as err:
             raise write_error(err, self._temporary(prefix, ".bin")) from None
-        # megatron-core's builder ended one document there; these are len(items).
-        start = builder.document_indices[-2]
-        builder.document_indices[-1:] = (start + np.cumsum(items)).tolist()
 
     def commit(self) -> list[str]:
         """Finish every dataset, then move them all to their final names."""
