@@ -169,8 +169,7 @@ def nfkc_model(tmp_path_factory):
     project's tokenizers keep every character), trained on the built-in corpus."""
     folder = tmp_path_factory.mktemp("nfkc")
     text = folder / "text.txt"
-    text.write_text("\n".join(record["text"] for record in records()),
-                    encoding="utf-8")
+    text.write_text("\n".join(record["text"] for record in records()), encoding="utf-8")
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "nfkc"),
                                    vocab_size=1000, normalization_rule_name="nmt_nfkc",
                                    minloglevel=2)

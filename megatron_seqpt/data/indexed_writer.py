@@ -57,6 +57,9 @@ class _Builder(IndexedDatasetBuilder):
 
     def __init__(self, bin_path: str, dtype: type[np.number]):
         super().__init__(bin_path, dtype=dtype)
+        # megatron-core's per-item lists are not this index: None, so that its per-item methods
+        # (add_item, add_document, add_index) fail instead of adding items it would not index.
+        self.sequence_lengths = self.document_indices = None
         self._lengths: list[np.ndarray] = []
         self._document_ends: list[np.ndarray] = []
         self._item_count = 0

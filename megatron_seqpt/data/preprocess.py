@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Literal, Sequence
 
-
 from megatron_seqpt.data.chunk_encoding import (
     Chunk,
     Encoded,
