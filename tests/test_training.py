@@ -1,6 +1,7 @@
 """The training loop on real data with tiny models: losses fall, resume is exact, pre-emption
 and interrupted checkpoints are safe, bad input is refused before training starts."""
 
+import contextlib
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ from megatron_seqpt.training import checkpoint as ckpt
 from megatron_seqpt.training import optimizer_state
 from megatron_seqpt.training.loop import Trainer
 from megatron_seqpt.training.metrics import read_metrics
+from megatron_seqpt.training.preemption import PreemptionHandler
 from tests.run_configs import tiny_config
 
 
@@ -281,6 +283,67 @@ def test_second_ctrl_c_aborts_without_a_checkpoint(cache_dir, tmp_path):
     assert proc.returncode == 130, output
     assert "Ctrl-C again to abort" in output and "Traceback" not in output
     assert not list((run_dir / "checkpoints").glob("step_*"))
+
+
+# Run as a script: both Ctrl-Cs land inside an at-fork callback of the checkpoint writer's forks,
+# where CPython drops (and prints) an exception the signal handler raises, as seen in CI where
+# the second Ctrl-C hit logging's at-fork lock release.
+_CTRL_C_TWICE_DURING_A_FORK = """
+import os, signal, sys
+from megatron_seqpt import cli
+
+def in_a_checkpoint_save():
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "save" and frame.f_code.co_filename.endswith("checkpoint.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+def press_ctrl_c_twice():
+    if in_a_checkpoint_save():
+        signal.raise_signal(signal.SIGINT)
+        print("second Ctrl-C in a fork of the checkpoint writer", flush=True)
+        signal.raise_signal(signal.SIGINT)
+
+os.register_at_fork(after_in_parent=press_ctrl_c_twice)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_second_ctrl_c_aborts_even_where_python_drops_its_exception(cache_dir, tmp_path):
+    config_path = tmp_path / "config.yaml"
+    from megatron_seqpt.config import dump
+
+    dump(tiny_config("encoder", cache_dir, ["train.steps=4", "train.eval_interval=100",
+                                            "checkpoint.save_interval=2"]), config_path)
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_TWICE_DURING_A_FORK, "pretrain",
+                           "--config", str(config_path), "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, env=env, timeout=300,
+                          preexec_fn=_restore_ctrl_c)
+    output = done.stdout + done.stderr
+    assert "second Ctrl-C in a fork" in output  # the situation under test did arise
+    assert done.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    assert not list((run_dir / "checkpoints").glob("step_*")), output
+
+
+def test_a_dropped_second_ctrl_c_still_ends_the_step_loop(single_process, cache_dir):
+    config = tiny_config("encoder", cache_dir)
+    single_process.initialize(config.parallel, config.model, config.train.seed)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored in background
+    try:
+        with PreemptionHandler() as preemption:
+            signal.raise_signal(signal.SIGINT)
+            assert preemption.requested(torch.device("cpu"))  # the first: checkpoint and stop
+            with contextlib.suppress(KeyboardInterrupt):  # dropped, as in an at-fork callback
+                signal.raise_signal(signal.SIGINT)
+            with pytest.raises(KeyboardInterrupt):
+                preemption.requested(torch.device("cpu"))
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def saving_config(cache_dir: Path, *, steps: int, save_interval: int, keep_last: int):

@@ -312,11 +312,13 @@ class CheckpointManager:
         dist.barrier()
 
     def save(self, step: int, state: dict, metadata: dict,
-             write_extra: Callable[[Path], None]) -> Path:
+             write_extra: Callable[[Path], None],
+             check_abort: Callable[[], None] = lambda: None) -> Path:
         """Write ``state`` (a sharded state dict) for ``step`` and make it the latest.
 
         ``write_extra(directory)`` runs on the main rank before the checkpoint is published
-        (the resolved config goes there).
+        (the resolved config goes there). ``check_abort()`` runs on every rank once the state
+        is written, and raises to have the save undone (an abort requested meanwhile).
         """
         final = self.root / step_dir_name(step)
         partial = final.with_name(final.name + PARTIAL_SUFFIX)
@@ -328,6 +330,7 @@ class CheckpointManager:
         try:
             dist_checkpointing.save(state, str(partial),
                                     content_metadata={"format": FORMAT_VERSION, **metadata})
+            check_abort()
             dist.barrier()
             if self.is_main:
                 write_extra(partial)

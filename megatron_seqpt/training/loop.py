@@ -17,7 +17,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -237,9 +237,10 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
-    def save_checkpoint(self) -> Optional[Path]:
+    def save_checkpoint(self, check_abort: Callable[[], None] = lambda: None) -> Optional[Path]:
         """The checkpoint written, or None when the weights are not finite: such a state is
-        never saved (it would become ``latest`` and be resumed)."""
+        never saved (it would become ``latest`` and be resumed). ``check_abort``: see
+        ``CheckpointManager.save``."""
         if not self._weights_finite():
             log(f"not saving step {self.state.step}: the weights hold NaN or inf")
             return None
@@ -252,7 +253,8 @@ class Trainer:
                                         for_loading=False, full=True,
                                         optimizer_format=self.optimizer_format)
         path = self.checkpoints.save(self.state.step, state, self._metadata(),
-                                     lambda d: dump(self.config, d / "config.yaml"))
+                                     lambda d: dump(self.config, d / "config.yaml"),
+                                     check_abort)
         log(f"saved checkpoint {path} ({time.perf_counter() - started:.1f} s)")
         return path
 
@@ -378,7 +380,7 @@ class Trainer:
                 preempted = preemption.requested(self.device)
                 if step % self.config.checkpoint.save_interval == 0 or step == train.steps \
                         or diverged or preempted:
-                    saved = self.save_checkpoint()
+                    saved = self.save_checkpoint(preemption.raise_if_aborted)
                     if saved is None:
                         status = "diverged"
                         log(f"stopping: non-finite weights at step {step}; the last checkpoint "
