@@ -458,6 +458,36 @@ def test_interrupted_tool_leaves_no_output(tmp_path, signum, workers):
     assert list(out.iterdir()) == []
 
 
+# Run as a script: SIGTERM lands inside an at-fork callback of the first worker's fork, where
+# CPython drops (and prints) an exception the signal handler raises.
+_SIGTERM_DURING_A_FORK = """
+import os, runpy, signal, sys
+
+def terminate_once():
+    if not getattr(terminate_once, "done", False):
+        terminate_once.done = True
+        print("SIGTERM in a fork of a worker", file=sys.stderr, flush=True)
+        signal.raise_signal(signal.SIGTERM)
+
+os.register_at_fork(after_in_parent=terminate_once)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_sigterm_stops_the_tool_even_where_python_drops_its_exception(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_DURING_A_FORK, str(ROOT / "tools/preprocess_data.py"),
+         "--input", str(CORPUS), "--output-prefix", str(out / "x"), "--tokenizer-model",
+         str(tokenizer_model()), "--workers", "2", "--quiet"],
+        capture_output=True, text=True, timeout=300)
+    assert "SIGTERM in a fork" in done.stderr  # the situation under test did arise
+    assert done.returncode == 130, done.stderr
+    assert "interrupted" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 def test_killed_worker_fails_the_tool_instead_of_hanging(tmp_path):
     """A worker killed mid-run (the out-of-memory killer, an operator's kill -9) ends the tool
     with one line saying so and no output; a process pool that replaces the worker loses its

@@ -48,6 +48,7 @@ from megatron_seqpt.data.punkt_on_the_way import (
     learn_lesson,
 )
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.runtime.interrupts import LatchedInterrupt
 from megatron_seqpt.text.corpus import (
     ByteProgress,
     ReadOptions,
@@ -165,10 +166,11 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
     dtype = token_dtype(load_processor(Path(model_file)).vocab_size())
     settings = EncoderSettings(str(model_file), split_sentences, append_eod, dtype, options,
                                 None if punkt_dir is None else str(punkt_dir))
-    with _sigterm_as_interrupt(), _tuned_interpreter(), \
+    with _sigterm_as_interrupt() as terminated, _tuned_interpreter(), \
             PunktOnTheWay(punkt_sample_chars) as learning:
         datasets, skips, totals = _tokenize(inputs, options, output_prefix, split_sentences,
-                                            settings, workers, chunk_bytes, progress, learning)
+                                            settings, workers, chunk_bytes, progress, learning,
+                                            terminated)
     summary = PreprocessSummary(datasets, skips, sum(p.stat().st_size for p in inputs),
                                 time.perf_counter() - started, workers, learning.seconds,
                                 totals.cut_paragraphs, totals.encode_seconds)
@@ -187,10 +189,10 @@ class _PassTotals:
 
 def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str | Path,
               split_sentences: bool, settings: EncoderSettings, workers: int,
-              chunk_bytes: int, progress: bool, learning: PunktOnTheWay
-              ) -> tuple[list[DatasetSummary], Skips, _PassTotals]:
-    """The one pass: read, encode in workers, write; commit all outputs or none. Returns the
-    datasets, the skipped records and the pass's totals."""
+              chunk_bytes: int, progress: bool, learning: PunktOnTheWay,
+              terminated: LatchedInterrupt) -> tuple[list[DatasetSummary], Skips, _PassTotals]:
+    """The one pass: read, encode in workers, write; commit all outputs or none (none once
+    ``terminated``). Returns the datasets, the skipped records and the pass's totals."""
     skips = Skips(inputs=[str(path) for path in inputs])
     totals = _PassTotals()
     datasets: dict[tuple[str, str], DatasetSummary] = {}
@@ -201,6 +203,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
                 ByteProgress(inputs, "preprocessing", progress) as bar:
             for item, encoded in _in_write_order(_chunks(inputs, options, chunk_bytes),
                                                  workers_or_here, learning, chunk_bytes):
+                terminated.raise_if_set()
                 _write(encoded, output_prefix, split_sentences, skips, outputs, datasets)
                 totals.cut_paragraphs += encoded.cut_paragraphs
                 totals.encode_seconds += encoded.encode_seconds
@@ -212,6 +215,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
         if not datasets:
             raise UserError(f"no documents in {', '.join(map(str, inputs))} "
                             f"(skipped records: {skips.describe()})")
+        terminated.raise_if_set()
         outputs.commit()
     except BaseException:
         outputs.discard()
@@ -366,17 +370,18 @@ def _tuned_interpreter() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (what schedulers send) raises KeyboardInterrupt, so cleanup runs as for Ctrl-C."""
+def _sigterm_as_interrupt() -> Iterator[LatchedInterrupt]:
+    """SIGTERM (what schedulers send) raises KeyboardInterrupt, so cleanup runs as for Ctrl-C;
+    latched, since Python drops it where it lands in the at-fork hooks of the workers' forks
+    (``runtime/interrupts.py``): the pass raises it again per chunk and before it commits."""
+    interrupt = LatchedInterrupt()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield interrupt
         return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM,
+                             lambda signum, frame: interrupt.raise_(f"signal {signum}"))
     try:
-        yield
+        with interrupt:
+            yield interrupt
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -380,7 +380,7 @@ class Trainer:
                 preempted = preemption.requested(self.device)
                 if step % self.config.checkpoint.save_interval == 0 or step == train.steps \
                         or diverged or preempted:
-                    saved = self.save_checkpoint(preemption.raise_if_aborted)
+                    saved = self.save_checkpoint(preemption.abort.raise_if_set)
                     if saved is None:
                         status = "diverged"
                         log(f"stopping: non-finite weights at step {step}; the last checkpoint "
