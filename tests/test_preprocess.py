@@ -458,34 +458,68 @@ def test_interrupted_tool_leaves_no_output(tmp_path, signum, workers):
     assert list(out.iterdir()) == []
 
 
-# Run as a script: SIGTERM lands inside an at-fork callback of the first worker's fork, where
-# CPython drops (and prints) an exception the signal handler raises.
-_SIGTERM_DURING_A_FORK = """
+# Run as a script: the signal lands inside an at-fork callback of the first worker's fork,
+# where CPython drops (and prints) an exception the signal handler raises.
+_SIGNAL_DURING_A_FORK = """
 import os, runpy, signal, sys
 
-def terminate_once():
-    if not getattr(terminate_once, "done", False):
-        terminate_once.done = True
-        print("SIGTERM in a fork of a worker", file=sys.stderr, flush=True)
-        signal.raise_signal(signal.SIGTERM)
+def signal_once():
+    if not getattr(signal_once, "done", False):
+        signal_once.done = True
+        print("signal in a fork of a worker", file=sys.stderr, flush=True)
+        signal.raise_signal(int(os.environ["SIGNAL_IN_A_FORK"]))
 
-os.register_at_fork(after_in_parent=terminate_once)
+os.register_at_fork(after_in_parent=signal_once)
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def test_sigterm_stops_the_tool_even_where_python_drops_its_exception(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_stops_the_tool_even_where_python_drops_its_exception(tmp_path, signum):
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-c", _SIGTERM_DURING_A_FORK, str(ROOT / "tools/preprocess_data.py"),
+        [sys.executable, "-c", _SIGNAL_DURING_A_FORK, str(ROOT / "tools/preprocess_data.py"),
          "--input", str(CORPUS), "--output-prefix", str(out / "x"), "--tokenizer-model",
          str(tokenizer_model()), "--workers", "2", "--quiet"],
-        capture_output=True, text=True, timeout=300)
-    assert "SIGTERM in a fork" in done.stderr  # the situation under test did arise
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SIGNAL_IN_A_FORK": str(int(signum))},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert "signal in a fork" in done.stderr  # the situation under test did arise
     assert done.returncode == 130, done.stderr
     assert "interrupted" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_signal_noted_between_reads_stops_the_read_of_a_stalled_pipe(tmp_path):
+    """A signal that Python notes while the main thread is not blocked in a read (here taken by
+    another thread; a buffered read of a pipe also makes several reads without running the
+    handler in between) must not wait for the pipe's next data: it did, as a rare hang of the
+    interrupted-tool test, whose pipe stalls until the test ends."""
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)
+    release, stall_ended = threading.Event(), threading.Event()
+
+    def feed():
+        with open(fifo, "wb") as writer:
+            writer.write(CORPUS.read_bytes()[:200_000].rpartition(b"\n")[0] + b"\n")
+            writer.flush()
+            release.wait(10)
+            stall_ended.set()  # the pipe ends: a read waiting on it returns
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    threading.Thread(target=feed, daemon=True).start()
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        threading.Timer(0.5, signal.raise_signal, [signal.SIGUSR1]).start()
+        with pytest.raises(KeyboardInterrupt):
+            list(_chunks([fifo], ReadOptions(), 1 << 20))  # waits for 1 MiB of the pipe
+        assert not stall_ended.is_set()
+    finally:
+        release.set()
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_killed_worker_fails_the_tool_instead_of_hanging(tmp_path):

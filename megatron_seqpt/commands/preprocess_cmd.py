@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="tokenizing processes (default 1); output is the same for any N")
     parser.add_argument("--split-sentences", action="store_true",
-                        help="one item per sentence (what MLM and T5 datasets expect); reads "
-                             "the input twice: first to learn sentence splitting")
+                        help="one item per sentence (what MLM and T5 datasets expect); "
+                             "sentence splitting is learned per language in the same pass "
+                             "(or taken from --punkt-dir), so a pipe works as input")
     parser.add_argument("--append-eod", action="store_true",
                         help="end each document with </s>")
 

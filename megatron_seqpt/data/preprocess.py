@@ -48,7 +48,7 @@ from megatron_seqpt.data.punkt_on_the_way import (
     learn_lesson,
 )
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.runtime.interrupts import LatchedInterrupt
+from megatron_seqpt.runtime.interrupts import LatchedInterrupt, waited_in_short_waits
 from megatron_seqpt.text.corpus import (
     ByteProgress,
     ReadOptions,
@@ -166,11 +166,11 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
     dtype = token_dtype(load_processor(Path(model_file)).vocab_size())
     settings = EncoderSettings(str(model_file), split_sentences, append_eod, dtype, options,
                                 None if punkt_dir is None else str(punkt_dir))
-    with _sigterm_as_interrupt() as terminated, _tuned_interpreter(), \
+    with _latched_interrupts() as interrupted, _tuned_interpreter(), \
             PunktOnTheWay(punkt_sample_chars) as learning:
         datasets, skips, totals = _tokenize(inputs, options, output_prefix, split_sentences,
                                             settings, workers, chunk_bytes, progress, learning,
-                                            terminated)
+                                            interrupted)
     summary = PreprocessSummary(datasets, skips, sum(p.stat().st_size for p in inputs),
                                 time.perf_counter() - started, workers, learning.seconds,
                                 totals.cut_paragraphs, totals.encode_seconds)
@@ -190,9 +190,9 @@ class _PassTotals:
 def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str | Path,
               split_sentences: bool, settings: EncoderSettings, workers: int,
               chunk_bytes: int, progress: bool, learning: PunktOnTheWay,
-              terminated: LatchedInterrupt) -> tuple[list[DatasetSummary], Skips, _PassTotals]:
+              interrupted: LatchedInterrupt) -> tuple[list[DatasetSummary], Skips, _PassTotals]:
     """The one pass: read, encode in workers, write; commit all outputs or none (none once
-    ``terminated``). Returns the datasets, the skipped records and the pass's totals."""
+    ``interrupted``). Returns the datasets, the skipped records and the pass's totals."""
     skips = Skips(inputs=[str(path) for path in inputs])
     totals = _PassTotals()
     datasets: dict[tuple[str, str], DatasetSummary] = {}
@@ -203,7 +203,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
                 ByteProgress(inputs, "preprocessing", progress) as bar:
             for item, encoded in _in_write_order(_chunks(inputs, options, chunk_bytes),
                                                  workers_or_here, learning, chunk_bytes):
-                terminated.raise_if_set()
+                interrupted.raise_if_set()
                 _write(encoded, output_prefix, split_sentences, skips, outputs, datasets)
                 totals.cut_paragraphs += encoded.cut_paragraphs
                 totals.encode_seconds += encoded.encode_seconds
@@ -215,7 +215,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
         if not datasets:
             raise UserError(f"no documents in {', '.join(map(str, inputs))} "
                             f"(skipped records: {skips.describe()})")
-        terminated.raise_if_set()
+        interrupted.raise_if_set()
         outputs.commit()
     except BaseException:
         outputs.discard()
@@ -232,16 +232,32 @@ def _chunks(inputs: Sequence[Path], options: ReadOptions, chunk_bytes: int
     for path in inputs:
         source = RecordSource.of(path, options)
         first_line = 1
-        with open(path, "rb") as file:
-            while lines := _whole_lines(file, chunk_bytes - chunk.nbytes):
-                chunk.parts.append((source, first_line, lines))
-                chunk.nbytes += len(lines)
-                first_line += lines.count(b"\n")
-                if chunk.nbytes >= chunk_bytes:
-                    yield chunk
-                    chunk = Chunk()
+        for lines in _line_blocks(path, chunk_bytes - chunk.nbytes, chunk_bytes):
+            chunk.parts.append((source, first_line, lines))
+            chunk.nbytes += len(lines)
+            first_line += lines.count(b"\n")
+            if chunk.nbytes >= chunk_bytes:
+                yield chunk
+                chunk = Chunk()
     if chunk.nbytes:
         yield chunk
+
+
+def _line_blocks(path: Path, first_size: int, size: int) -> Iterator[bytes]:
+    """The file's blocks of whole lines (``_whole_lines``): the first of ``first_size`` (what
+    fills the current chunk), then of ``size`` (only the last block of a file is shorter). A
+    pipe (stdin, a FIFO fed by a decompressor) is read in a helper thread, so that Ctrl-C or
+    SIGTERM stops the run even while the pipe has no data (``runtime/interrupts.py``)."""
+    blocks = _read_line_blocks(path, first_size, size)
+    return blocks if path.is_file() else waited_in_short_waits(blocks, f"read {path.name}")
+
+
+def _read_line_blocks(path: Path, first_size: int, size: int) -> Iterator[bytes]:
+    with open(path, "rb") as file:
+        lines = _whole_lines(file, first_size)
+        while lines:
+            yield lines
+            lines = _whole_lines(file, size)
 
 
 def _whole_lines(file: BinaryIO, size: int) -> bytes:
@@ -370,18 +386,23 @@ def _tuned_interpreter() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[LatchedInterrupt]:
-    """SIGTERM (what schedulers send) raises KeyboardInterrupt, so cleanup runs as for Ctrl-C;
-    latched, since Python drops it where it lands in the at-fork hooks of the workers' forks
-    (``runtime/interrupts.py``): the pass raises it again per chunk and before it commits."""
+def _latched_interrupts() -> Iterator[LatchedInterrupt]:
+    """Ctrl-C and SIGTERM (what schedulers send) raise KeyboardInterrupt, latched, since Python
+    drops it where it lands in the at-fork hooks of the workers' forks
+    (``runtime/interrupts.py``): the pass raises it again per chunk and before it commits. A
+    process started in the background keeps ignoring Ctrl-C."""
     interrupt = LatchedInterrupt()
     if threading.current_thread() is not threading.main_thread():
         yield interrupt
         return
-    previous = signal.signal(signal.SIGTERM,
-                             lambda signum, frame: interrupt.raise_(f"signal {signum}"))
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(
+                signum, lambda received, frame: interrupt.raise_(f"signal {received}"))
     try:
         with interrupt:
             yield interrupt
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -7,12 +7,63 @@ megatron-core's checkpoint writer, a finalizer), an exception the handler raises
 raises through ``LatchedInterrupt``, which remembers the interrupt so the work can raise it again
 at the points where it must not be missed (``raise_if_set``), and keeps Python's report of the
 dropped one quiet.
+
+Python's handler also waits for the main thread to run bytecode: a signal that arrives while the
+main thread is between the reads of a pipe that a buffered ``read`` makes, or about to start one,
+is noted, and the next read, of a pipe with no data yet, then holds it for as long as no data
+comes. Reads of a pipe are therefore made in a helper thread and waited for in short waits
+(``waited_in_short_waits``).
 """
 
 from __future__ import annotations
 
+import queue
 import sys
-from typing import NoReturn, Optional
+import threading
+from typing import Iterator, NoReturn, Optional, TypeVar
+
+T = TypeVar("T")
+
+# How long an interrupt may wait to be handled while the main thread waits for a helper.
+WAIT_SECONDS = 0.2
+_END = object()
+
+
+def waited_in_short_waits(items: Iterator[T], name: str) -> Iterator[T]:
+    """``items``, produced one ahead by a daemon thread called ``name`` and waited for in waits
+    of ``WAIT_SECONDS``, between which a pending interrupt is handled. Left early, the thread
+    ends after the item it is producing (a read of a stalled pipe holds it until data comes)."""
+    produced: queue.Queue = queue.Queue(maxsize=1)
+    stopped = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                produced.put((True, item))
+                if stopped.is_set():
+                    return
+            produced.put((True, _END))
+        except BaseException as err:  # noqa: BLE001 - raised in the consumer
+            produced.put((False, err))
+
+    threading.Thread(target=produce, name=name, daemon=True).start()
+    try:
+        while True:
+            try:
+                succeeded, item = produced.get(timeout=WAIT_SECONDS)
+            except queue.Empty:
+                continue
+            if not succeeded:
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        stopped.set()
+        try:  # free a producer waiting to hand over its next item
+            produced.get_nowait()
+        except queue.Empty:
+            pass
 
 
 class LatchedInterrupt:
