@@ -226,17 +226,25 @@ def _restore_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_preemption_signal_checkpoints_and_exits_zero(stop, cache_dir, tmp_path):
-    config_path = tmp_path / "config.yaml"
+def _pretrain_arguments(cache_dir: Path, tmp_path: Path, overrides: list[str]
+                        ) -> tuple[list[str], Path, dict[str, str]]:
+    """The command's arguments for a tiny encoder run in ``tmp_path``, its run directory and
+    an environment without launcher variables (the run is a world of one)."""
     from megatron_seqpt.config import dump
 
-    dump(tiny_config("encoder", cache_dir, ["train.steps=100000", "train.eval_interval=100000",
-                                            "checkpoint.save_interval=100000"]), config_path)
+    config_path = tmp_path / "config.yaml"
+    dump(tiny_config("encoder", cache_dir, overrides), config_path)
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--config",
-               str(config_path), "--run-dir", str(run_dir)]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    return ["pretrain", "--config", str(config_path), "--run-dir", str(run_dir)], run_dir, env
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_preemption_signal_checkpoints_and_exits_zero(stop, cache_dir, tmp_path):
+    arguments, run_dir, env = _pretrain_arguments(
+        cache_dir, tmp_path, ["train.steps=100000", "train.eval_interval=100000",
+                              "checkpoint.save_interval=100000"])
+    command = [sys.executable, "-m", "megatron_seqpt.cli", *arguments]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, preexec_fn=_restore_ctrl_c)
     metrics = run_dir / "metrics.jsonl"
@@ -261,15 +269,10 @@ def test_preemption_signal_checkpoints_and_exits_zero(stop, cache_dir, tmp_path)
 
 
 def test_second_ctrl_c_aborts_without_a_checkpoint(cache_dir, tmp_path):
-    config_path = tmp_path / "config.yaml"
-    from megatron_seqpt.config import dump
-
-    dump(tiny_config("encoder", cache_dir, ["train.steps=100000", "train.eval_interval=100000",
-                                            "checkpoint.save_interval=100000"]), config_path)
-    run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    proc = subprocess.Popen([sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--config",
-                             str(config_path), "--run-dir", str(run_dir)],
+    arguments, run_dir, env = _pretrain_arguments(
+        cache_dir, tmp_path, ["train.steps=100000", "train.eval_interval=100000",
+                              "checkpoint.save_interval=100000"])
+    proc = subprocess.Popen([sys.executable, "-m", "megatron_seqpt.cli", *arguments],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             preexec_fn=_restore_ctrl_c)
     deadline = time.time() + 120
@@ -312,15 +315,10 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def test_second_ctrl_c_aborts_even_where_python_drops_its_exception(cache_dir, tmp_path):
-    config_path = tmp_path / "config.yaml"
-    from megatron_seqpt.config import dump
-
-    dump(tiny_config("encoder", cache_dir, ["train.steps=4", "train.eval_interval=100",
-                                            "checkpoint.save_interval=2"]), config_path)
-    run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    done = subprocess.run([sys.executable, "-c", _CTRL_C_TWICE_DURING_A_FORK, "pretrain",
-                           "--config", str(config_path), "--run-dir", str(run_dir)],
+    arguments, run_dir, env = _pretrain_arguments(
+        cache_dir, tmp_path, ["train.steps=4", "train.eval_interval=100",
+                              "checkpoint.save_interval=2"])
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_TWICE_DURING_A_FORK, *arguments],
                           capture_output=True, text=True, env=env, timeout=300,
                           preexec_fn=_restore_ctrl_c)
     output = done.stdout + done.stderr
