@@ -1,4 +1,5 @@
-"""Worker processes of preprocessing: results in order, worker errors raised, stopping at once."""
+"""Worker processes of preprocessing: results in order, worker errors raised (a failed set-up
+included), stopping at once."""
 
 import os
 import time
@@ -18,6 +19,10 @@ def fails_on_three(value: int) -> int:
     if value == 3:
         raise ValueError(f"bad item {value}")
     return value
+
+
+def fails_to_set_up(path: str) -> None:
+    raise ValueError(f"cannot load {path}")
 
 
 def test_results_come_in_order_from_every_worker():
@@ -44,3 +49,13 @@ def test_a_worker_exception_is_raised_and_the_workers_stop():
             for _ in range(10):
                 pool.receive()
     assert all(not process.is_alive() for process in processes)
+
+
+def test_a_failed_set_up_is_raised_as_itself_for_each_task():
+    """Not as a worker that died (its exit code and a hint about the out-of-memory killer)."""
+    with OrderedWorkers(2, initializer=fails_to_set_up, initargs=("tok.model",)) as pool:
+        for value in range(4):
+            pool.submit(slow_square, value)
+        for _ in range(4):
+            with pytest.raises(ValueError, match="cannot load tok.model"):
+                pool.receive()

@@ -44,10 +44,16 @@ def _serve(tasks: Connection, results: Connection, initializer: Callable | None,
     # Ctrl-C reaches the whole process group; stopping the workers is the caller's decision.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if initializer is not None:
-        initializer(*initargs)
+    set_up_error = None
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+    except Exception as err:  # noqa: BLE001 - the result of every task, raised in the caller
+        set_up_error = err
     for function, argument in iter(tasks.recv, None):
         try:
+            if set_up_error is not None:
+                raise set_up_error
             outcome = (True, function(argument))
         except Exception as err:  # noqa: BLE001 - re-raised in the caller
             outcome = (False, err)
@@ -150,10 +156,10 @@ class OrderedWorkers:
             code = worker.process.exitcode
             how = (f"was killed by signal {signal.Signals(-code).name}" if code and code < 0
                    else f"exited with code {code}")
-            raise WorkerDied(
-                f"{worker.process.name} (pid {worker.process.pid}) {how} before returning its "
-                "result; a SIGKILL is often the out-of-memory killer: run with fewer workers "
-                "or more memory") from None
+            hint = ("; a SIGKILL is often the out-of-memory killer: run with fewer workers or "
+                    "more memory" if code == -signal.SIGKILL else "")
+            raise WorkerDied(f"{worker.process.name} (pid {worker.process.pid}) {how} before "
+                             f"returning its result{hint}") from None
         if not succeeded:
             raise value
         return value
