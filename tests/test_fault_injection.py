@@ -1,5 +1,6 @@
 """Fault injection: full disks (a small real tmpfs; skipped where it cannot be mounted) under
-preprocessing, tokenizer training and checkpoint writing; SIGKILL at random points of
+preprocessing, tokenizer training (its output, and TMPDIR holding a piped input) and checkpoint
+writing; SIGKILL at random points of
 checkpoint writing and of preprocessing. After each: the previous good state loads, nothing
 stale is left (or the next run removes it), and the message is one line naming the path."""
 
@@ -106,6 +107,20 @@ def test_tokenizer_training_on_a_full_disk_keeps_the_old_model_and_vocab(small_d
     assert {p.name for p in disk.iterdir()} == {"tok.model", "tok.vocab", "filler"}
     for suffix, content in old.items():
         assert (disk / f"tok{suffix}").read_bytes() == content
+
+
+def test_a_piped_tokenizer_input_that_does_not_fit_in_tmpdir_fails_in_one_line(small_disk,
+                                                                             tmp_path):
+    disk = small_disk("96k")  # TMPDIR: the copy of the piped corpus (232 KB) does not fit
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools/train_tokenizer.py"), "--input", "/dev/stdin",
+         "--vocab-size", "2000", "--output-prefix", str(tmp_path / "tok"), "--quiet"],
+        input=CORPUS.read_text(encoding="utf-8"), capture_output=True, text=True,
+        env={**ENV, "TMPDIR": str(disk)}, timeout=300)
+    assert done.returncode == 2, done.stderr
+    _one_line_error(done.stderr, str(disk))
+    assert "/dev/stdin" in done.stderr and "TMPDIR" in done.stderr
+    assert list(disk.iterdir()) == [] and list(tmp_path.glob("tok*")) == []
 
 
 def test_a_checkpoint_that_does_not_fit_keeps_the_last_good_one(small_disk, tmp_path):

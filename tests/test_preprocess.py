@@ -40,6 +40,7 @@ from megatron_seqpt.text.sentences import (
 )
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
 from tests.raw_corpus import CORPUS, records, texts_of, tokenizer_model, write_jsonl
+from tests.named_pipes import fed_once, stalled_pipe_and_interrupt
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGS = sorted({record["lang"] for record in records()})
@@ -322,19 +323,9 @@ def test_interleaved_languages_and_keys_go_to_their_datasets_in_order(
 def test_sentence_mode_reads_the_input_once_so_a_named_pipe_works(sentence_run, tmp_path):
     fifo = tmp_path / "in" / "udhr.jsonl"
     fifo.parent.mkdir()
-    os.mkfifo(fifo)
-    writer = threading.Thread(target=fifo.write_bytes, args=(CORPUS.read_bytes(),))
-    writer.start()
-    # Were the input read twice, the second open would wait for a writer for ever: this one
-    # ends it with no lines, which fails the comparison instead of hanging the test.
-    deadline = threading.Timer(120, lambda: open(fifo, "wb").close())
-    deadline.start()
-    try:
+    with fed_once(fifo, CORPUS.read_bytes()):
         preprocess([fifo], tmp_path / "out" / "udhr", tokenizer_model(), split_sentences=True,
                    progress=False)
-    finally:
-        deadline.cancel()
-        writer.join()
     assert files(tmp_path / "out") == files(sentence_run[0])
 
 
@@ -496,30 +487,11 @@ def test_a_signal_noted_between_reads_stops_the_read_of_a_stalled_pipe(tmp_path)
     another thread; a buffered read of a pipe also makes several reads without running the
     handler in between) must not wait for the pipe's next data: it did, as a rare hang of the
     interrupted-tool test, whose pipe stalls until the test ends."""
-    fifo = tmp_path / "in.jsonl"
-    os.mkfifo(fifo)
-    release, stall_ended = threading.Event(), threading.Event()
-
-    def feed():
-        with open(fifo, "wb") as writer:
-            writer.write(CORPUS.read_bytes()[:200_000].rpartition(b"\n")[0] + b"\n")
-            writer.flush()
-            release.wait(10)
-            stall_ended.set()  # the pipe ends: a read waiting on it returns
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    threading.Thread(target=feed, daemon=True).start()
-    previous = signal.signal(signal.SIGUSR1, interrupt)
-    try:
-        threading.Timer(0.5, signal.raise_signal, [signal.SIGUSR1]).start()
+    data = CORPUS.read_bytes()[:200_000].rpartition(b"\n")[0] + b"\n"
+    with stalled_pipe_and_interrupt(tmp_path / "in.jsonl", data) as stall_ended:
         with pytest.raises(KeyboardInterrupt):
-            list(_chunks([fifo], ReadOptions(), 1 << 20))  # waits for 1 MiB of the pipe
+            list(_chunks([tmp_path / "in.jsonl"], ReadOptions(), 1 << 20))  # waits for 1 MiB
         assert not stall_ended.is_set()
-    finally:
-        release.set()
-        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_killed_worker_fails_the_tool_instead_of_hanging(tmp_path):

@@ -1,13 +1,20 @@
 """Tokenizer training on the default corpus: reserved ids, language balance, determinism,
-clear errors, nothing half-written."""
+clear errors, nothing half-written, pipes as input, interrupts."""
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import sentencepiece as spm
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.text.corpus import ReadOptions, read_records
+from megatron_seqpt.text.kept_pipes import KeptPipes
 from megatron_seqpt.text.sampling import temperature_weights
 from megatron_seqpt.text.sentences import (
     SentenceSplitter,
@@ -21,6 +28,9 @@ from megatron_seqpt.tokenizer.training import (
     train_tokenizer,
 )
 from tests.raw_corpus import CORPUS, VOCAB_SIZE, records, tokenizer_model, write_jsonl
+from tests.named_pipes import fed_once, stalled_pipe_and_interrupt
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_special_tokens_and_sentinels_sit_at_their_reserved_ids():
@@ -110,3 +120,96 @@ def test_no_documents_is_an_error(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", ["not json", '{"text": ""}'])
     with pytest.raises(UserError, match="no documents to train on .*invalid_json 1"):
         train_tokenizer([bad], VOCAB_SIZE, tmp_path / "tok", on_error="skip", progress=False)
+
+
+def test_a_named_pipe_as_input_gives_the_model_of_its_file(tmp_path):
+    """Training reads its input twice (languages' sizes, then the sample); a pipe is read once
+    and kept for the second pass: it gave sentencepiece no sentences."""
+    fifo = tmp_path / "udhr.jsonl"
+    with fed_once(fifo, CORPUS.read_bytes()):
+        model = train_tokenizer([fifo], VOCAB_SIZE, tmp_path / "tok", progress=False)
+    assert model.read_bytes() == tokenizer_model().read_bytes()
+
+
+def _train_tokenizer_tool(tmp_path: Path, args: list[str], script: str | None = None,
+                          env: dict | None = None, stdin: bytes | None = None
+                          ) -> subprocess.CompletedProcess:
+    """tools/train_tokenizer.py run with ``args`` (under ``script``, a wrapper that runs it,
+    when given), temporary files in tmp_path/"tmp", Ctrl-C not ignored."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    tool = [str(ROOT / "tools/train_tokenizer.py"), *args]
+    return subprocess.run(
+        [sys.executable, *(["-c", script] if script else []), *tool], input=stdin,
+        capture_output=True, timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), **(env or {})},
+        # Started in the background, a test run passes Ctrl-C on as ignored (see test_preprocess).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_stdin_as_input_gives_the_model_of_its_file_and_leaves_no_copy(tmp_path):
+    done = _train_tokenizer_tool(
+        tmp_path, ["--input", "/dev/stdin", "--vocab-size", str(VOCAB_SIZE), "--output-prefix",
+                   str(tmp_path / "tok")], stdin=CORPUS.read_bytes())
+    assert done.returncode == 0, done.stderr.decode()
+    assert (tmp_path / "tok.model").read_bytes() == tokenizer_model().read_bytes()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+# Run as a script: the signal comes when SIGNAL_PATH is opened the second time, in the second
+# pass (sampling sentences) after the records of the inputs before it, while sentencepiece's
+# trainer reads the sample, called back from C++.
+_SIGNAL_IN_THE_SAMPLING_PASS = """
+import os, runpy, signal, sys
+
+def hook(event, args):
+    if event == "open" and args[0] == os.environ["SIGNAL_PATH"]:
+        hook.opened = getattr(hook, "opened", 0) + 1
+        if hook.opened == 2:
+            print("signal in the sampling pass", file=sys.stderr, flush=True)
+            signal.raise_signal(int(os.environ["SIGNAL"]))
+
+sys.addaudithook(hook)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("signum,first_input", [(signal.SIGINT, "file"),
+                                                (signal.SIGTERM, "stdin")],
+                         ids=["Ctrl-C-file", "SIGTERM-stdin"])
+def test_an_interrupt_in_the_sampling_pass_stops_training_and_leaves_nothing(
+        tmp_path, signum, first_input):
+    """Ctrl-C while sentencepiece's trainer reads the sample (past its first sentence) came out
+    as its RuntimeError (a traceback, exit 1); with a pipe kept for the second pass, SIGTERM
+    must not leave the copy behind."""
+    stdin = None
+    if first_input == "file":
+        first = str(write_jsonl(tmp_path / "first.jsonl", records()[:50]))
+    else:
+        first, stdin = "/dev/stdin", CORPUS.read_bytes()
+    done = _train_tokenizer_tool(
+        tmp_path, ["--input", first, str(CORPUS), "--vocab-size", str(VOCAB_SIZE),
+                   "--output-prefix", str(tmp_path / "out" / "tok")],
+        _SIGNAL_IN_THE_SAMPLING_PASS, {"SIGNAL": str(int(signum)), "SIGNAL_PATH": str(CORPUS)},
+        stdin)
+    stderr = done.stderr.decode()
+    assert "signal in the sampling pass" in stderr  # the situation under test did arise
+    assert done.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "out").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_an_interrupt_while_a_pipe_has_no_data_stops_its_copy_and_removes_it(
+        tmp_path, monkeypatch):
+    """A signal noted while the main thread is not blocked in a read (here taken by another
+    thread) must not wait for the pipe's next data (``runtime/interrupts.py``)."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    fifo = tmp_path / "in.jsonl"
+    with stalled_pipe_and_interrupt(fifo, CORPUS.read_bytes()[:100_000]) as stall_ended:
+        with pytest.raises(KeyboardInterrupt):
+            with KeptPipes([fifo], progress=False):
+                pass
+        assert not stall_ended.is_set()
+    assert list((tmp_path / "tmp").iterdir()) == []

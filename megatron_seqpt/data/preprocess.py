@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import signal
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -48,7 +46,11 @@ from megatron_seqpt.data.punkt_on_the_way import (
     learn_lesson,
 )
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.runtime.interrupts import LatchedInterrupt, waited_in_short_waits
+from megatron_seqpt.runtime.interrupts import (
+    LatchedInterrupt,
+    latched_interrupts,
+    waited_in_short_waits,
+)
 from megatron_seqpt.text.corpus import (
     ByteProgress,
     ReadOptions,
@@ -166,7 +168,9 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
     dtype = token_dtype(load_processor(Path(model_file)).vocab_size())
     settings = EncoderSettings(str(model_file), split_sentences, append_eod, dtype, options,
                                 None if punkt_dir is None else str(punkt_dir))
-    with _latched_interrupts() as interrupted, _tuned_interpreter(), \
+    # Ctrl-C and SIGTERM are latched: Python drops the interrupt where it lands in the at-fork
+    # hooks of the workers' forks, so the pass raises it again per chunk and before it commits.
+    with latched_interrupts() as interrupted, _tuned_interpreter(), \
             PunktOnTheWay(punkt_sample_chars) as learning:
         datasets, skips, totals = _tokenize(inputs, options, output_prefix, split_sentences,
                                             settings, workers, chunk_bytes, progress, learning,
@@ -383,26 +387,3 @@ def _tuned_interpreter() -> Iterator[None]:
     finally:
         sys.setswitchinterval(switch_interval)
         gc.set_threshold(*thresholds)
-
-
-@contextlib.contextmanager
-def _latched_interrupts() -> Iterator[LatchedInterrupt]:
-    """Ctrl-C and SIGTERM (what schedulers send) raise KeyboardInterrupt, latched, since Python
-    drops it where it lands in the at-fork hooks of the workers' forks
-    (``runtime/interrupts.py``): the pass raises it again per chunk and before it commits. A
-    process started in the background keeps ignoring Ctrl-C."""
-    interrupt = LatchedInterrupt()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupt
-        return
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            previous[signum] = signal.signal(
-                signum, lambda received, frame: interrupt.raise_(f"signal {received}"))
-    try:
-        with interrupt:
-            yield interrupt
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

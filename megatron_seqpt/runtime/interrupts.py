@@ -17,7 +17,9 @@ comes. Reads of a pipe are therefore made in a helper thread and waited for in s
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import signal
 import sys
 import threading
 from typing import Iterator, NoReturn, Optional, TypeVar
@@ -97,3 +99,27 @@ class LatchedInterrupt:
         at the next check; a traceback would only alarm the user)."""
         if not (self.reason is not None and isinstance(unraisable.exc_value, KeyboardInterrupt)):
             self._previous_hook(unraisable)
+
+
+@contextlib.contextmanager
+def latched_interrupts() -> Iterator[LatchedInterrupt]:
+    """Ctrl-C and SIGTERM (what schedulers send) raise KeyboardInterrupt through one
+    ``LatchedInterrupt`` while the block runs, so that the work can clean up (SIGTERM's default
+    ends the process at once) and raise it again at its checks. A process started in the
+    background keeps ignoring Ctrl-C. Outside the main thread (where Python has no handlers)
+    nothing is installed."""
+    interrupt = LatchedInterrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(
+                signum, lambda received, frame: interrupt.raise_(f"signal {received}"))
+    try:
+        with interrupt:
+            yield interrupt
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 from tqdm import tqdm
 
@@ -140,11 +140,13 @@ def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read_records(paths: Sequence[str | Path], options: ReadOptions,
-                 skips: Skips | None = None) -> Iterator[Record]:
-    """Every good record of every file in order; bad ones raise or are counted in ``skips``."""
+                 skips: Skips | None = None, copies: Mapping[Path, Path] = {}
+                 ) -> Iterator[Record]:
+    """Every good record of every file in order; bad ones raise or are counted in ``skips``.
+    A path in ``copies`` (a pipe read before, ``kept_pipes``) is read from its copy."""
     for path in check_inputs(paths):
         source = RecordSource.of(path, options)
-        with open(path, "rb") as lines:
+        with open(copies.get(path, path), "rb") as lines:
             yield from source.records(enumerate(lines, 1), options,
                                       skips.add if skips is not None else lambda error: None)
 
@@ -298,8 +300,9 @@ def _parse_json(line_text: str, file: Path, line: int, default_lang: str,
 class ByteProgress:
     """A tqdm bar on stderr over the input files' bytes, advanced as records are read."""
 
-    def __init__(self, paths: Sequence[str | Path], desc: str, enabled: bool = True):
-        total = sum(os.path.getsize(p) for p in check_inputs(paths))
+    def __init__(self, paths: Sequence[str | Path], desc: str, enabled: bool = True,
+                 copies: Mapping[Path, Path] = {}):
+        total = sum(os.path.getsize(copies.get(p, p)) for p in check_inputs(paths))
         self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled,
                         dynamic_ncols=True, leave=False)
 

@@ -537,11 +537,13 @@ def survey_languages(texts: Iterable[tuple[str, str]],
 
 
 def survey_inputs(inputs: Sequence[str | Path], options: ReadOptions, skips: Skips | None = None,
-                  progress: bool = True) -> dict[str, LanguageSurvey]:
-    """``survey_languages`` over input files: the first pass of training and preprocessing."""
-    with ByteProgress(inputs, "surveying languages", progress) as bar:
-        return survey_languages((record.lang, text)
-                                for record in bar.records(read_records(inputs, options, skips))
+                  progress: bool = True, copies: Mapping[Path, Path] = {}
+                  ) -> dict[str, LanguageSurvey]:
+    """``survey_languages`` over input files (pipes read from their ``copies``): the first pass
+    of tokenizer training."""
+    with ByteProgress(inputs, "surveying languages", progress, copies) as bar:
+        records = read_records(inputs, options, skips, copies)
+        return survey_languages((record.lang, text) for record in bar.records(records)
                                 for text in record.texts)
 
 

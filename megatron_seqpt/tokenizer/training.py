@@ -19,7 +19,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import numpy as np
 import sentencepiece as spm
@@ -33,6 +33,7 @@ from megatron_seqpt.text.corpus import (
     Skips,
     read_records,
 )
+from megatron_seqpt.text.kept_pipes import KeptPipes
 from megatron_seqpt.text.sampling import temperature_weights
 from megatron_seqpt.text.sentences import (
     SentenceSplitter,
@@ -44,6 +45,8 @@ from megatron_seqpt.tokenizer import special_tokens as st
 # Sentences longer than this (bytes) are left out by sentencepiece; generous, because a
 # paragraph without sentence punctuation is one long sentence.
 MAX_SENTENCE_BYTES = 16384
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,29 +105,33 @@ def train_tokenizer(inputs: Sequence[str | Path], vocab_size: int, output_prefix
 
     The same inputs, seed and ``num_threads`` give the same model bytes (sentencepiece's sums
     depend on how work is split over threads, so the thread count is fixed, not the cores').
+    The inputs are read twice; a pipe among them is kept in a temporary file (``kept_pipes``).
     """
     _check_vocab_size(vocab_size, num_sentinels, byte_fallback)
     options = ReadOptions(tuple(json_keys), lang_key, lang, on_error)
     skips = Skips()
-    surveys = survey_inputs(inputs, options, skips, progress)
-    if not surveys:
-        raise UserError(f"no documents to train on in {', '.join(map(str, inputs))} "
-                        f"(skipped: {skips.describe()})")
-    params = learn_splitters({lang: s.sample for lang, s in surveys.items()}, punkt_dir)
-    splitters = {lang: SentenceSplitter(lang, p) for lang, p in params.items()}
-    shares = plan_sample({lang: s.documents for lang, s in surveys.items()},
-                         {lang: s.chars for lang, s in surveys.items()},
-                         {lang: _mean_sentence_chars(splitters[lang], s.sample)
-                          for lang, s in surveys.items()},
-                         sampling_alpha, max_sentences)
+    with KeptPipes(inputs, progress) as pipes:
+        surveys = survey_inputs(inputs, options, skips, progress, pipes.copies)
+        if not surveys:
+            raise UserError(f"no documents to train on in {', '.join(map(str, inputs))} "
+                            f"(skipped: {skips.describe()})")
+        params = learn_splitters({lang: s.sample for lang, s in surveys.items()}, punkt_dir)
+        splitters = {lang: SentenceSplitter(lang, p) for lang, p in params.items()}
+        shares = plan_sample({lang: s.documents for lang, s in surveys.items()},
+                             {lang: s.chars for lang, s in surveys.items()},
+                             {lang: _mean_sentence_chars(splitters[lang], s.sample)
+                              for lang, s in surveys.items()},
+                             sampling_alpha, max_sentences)
 
-    with ByteProgress(inputs, "sampling sentences", progress) as bar:
-        sentences = sample_sentences(bar.records(read_records(inputs, options)), shares,
-                                     splitters, seed)
-        model = _train((sentence for _, sentence in sentences), vocab_size=vocab_size,
-                       num_sentinels=num_sentinels, model_type=model_type,
-                       character_coverage=character_coverage, byte_fallback=byte_fallback,
-                       max_sentences=max_sentences, seed=seed, num_threads=num_threads)
+        with ByteProgress(inputs, "sampling sentences", progress, pipes.copies) as bar:
+            records = bar.records(read_records(inputs, options, copies=pipes.copies))
+            sentences = sample_sentences(records, shares, splitters, seed)
+            # The copies go once sentencepiece has read the sample, before it trains.
+            model = _train(_then((sentence for _, sentence in sentences), pipes.release),
+                           vocab_size=vocab_size, num_sentinels=num_sentinels,
+                           model_type=model_type, character_coverage=character_coverage,
+                           byte_fallback=byte_fallback, max_sentences=max_sentences, seed=seed,
+                           num_threads=num_threads)
     if progress:
         print("tokenizer sample per language (weight, copies of each document): " + ", ".join(
             f"{lang} {share.weight:.3f} x{share.rate:.2f}" for lang, share in shares.items()),
@@ -154,9 +161,12 @@ def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, mod
     # sentencepiece draws its sentence sample (when over max_sentences) with this generator.
     spm.set_random_generator_seed(seed)
     model = io.BytesIO()
+    # What reading the sentences raised (Ctrl-C, a bad record): past the first sentence,
+    # sentencepiece reports it as its own RuntimeError; it is raised as itself.
+    raised: list[BaseException] = []
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences, model_writer=model, vocab_size=vocab_size,
+            sentence_iterator=_noting_errors(sentences, raised), model_writer=model, vocab_size=vocab_size,
             model_type=model_type, character_coverage=character_coverage,
             byte_fallback=byte_fallback, input_sentence_size=max_sentences,
             shuffle_input_sentence=True, max_sentence_length=MAX_SENTENCE_BYTES,
@@ -168,6 +178,8 @@ def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, mod
             # (NFKC would, for one, decompose Hindi's nukta letters).
             normalization_rule_name="identity")
     except RuntimeError as err:
+        if raised:
+            raise raised[0] from None
         largest = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value "
                             r"<= (\d+)", str(err))
         if largest:
@@ -181,6 +193,20 @@ def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, mod
                             f"above {smallest.group(2)}, or a lower --character-coverage") from None
         raise
     return model.getvalue()
+
+
+def _noting_errors(items: Iterator[T], raised: list[BaseException]) -> Iterator[T]:
+    try:
+        yield from items
+    except BaseException as err:
+        raised.append(err)
+        raise
+
+
+def _then(items: Iterator[T], done: Callable[[], None]) -> Iterator[T]:
+    """``items``, then ``done()`` once they are all taken."""
+    yield from items
+    done()
 
 
 def _write_model(model: bytes, prefix: Path) -> Path:
