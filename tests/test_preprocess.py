@@ -324,9 +324,12 @@ def test_sentence_mode_reads_the_input_once_so_a_named_pipe_works(sentence_run, 
     fifo = tmp_path / "in" / "udhr.jsonl"
     fifo.parent.mkdir()
     with fed_once(fifo, CORPUS.read_bytes()):
-        preprocess([fifo], tmp_path / "out" / "udhr", tokenizer_model(), split_sentences=True,
-                   progress=False)
+        summary = preprocess([fifo], tmp_path / "out" / "udhr", tokenizer_model(),
+                             split_sentences=True, progress=False)
     assert files(tmp_path / "out") == files(sentence_run[0])
+    # The bytes read, not the pipe's size (0): the summary said "from 0.0 MB ... 0.00 MB/s".
+    assert summary.input_bytes == sentence_run[1].input_bytes == CORPUS.stat().st_size
+    assert f"from {CORPUS.stat().st_size / 1e6:.1f} MB" in summary.table()
 
 
 def test_punkt_parameters_from_a_directory_are_used_and_the_other_languages_learned(

@@ -175,7 +175,7 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
         datasets, skips, totals = _tokenize(inputs, options, output_prefix, split_sentences,
                                             settings, workers, chunk_bytes, progress, learning,
                                             interrupted)
-    summary = PreprocessSummary(datasets, skips, sum(p.stat().st_size for p in inputs),
+    summary = PreprocessSummary(datasets, skips, totals.input_bytes,
                                 time.perf_counter() - started, workers, learning.seconds,
                                 totals.cut_paragraphs, totals.encode_seconds)
     if progress:
@@ -189,6 +189,8 @@ class _PassTotals:
 
     cut_paragraphs: int = 0
     encode_seconds: float = 0.0
+    # Bytes read: a pipe's size is 0.
+    input_bytes: int = 0
 
 
 def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str | Path,
@@ -211,6 +213,7 @@ def _tokenize(inputs: Sequence[Path], options: ReadOptions, output_prefix: str |
                 _write(encoded, output_prefix, split_sentences, skips, outputs, datasets)
                 totals.cut_paragraphs += encoded.cut_paragraphs
                 totals.encode_seconds += encoded.encode_seconds
+                totals.input_bytes += item.nbytes
                 tokens = sum(d.tokens for d in datasets.values())
                 bar.bar.update(item.nbytes)
                 bar.bar.set_postfix_str(f"{sum(d.documents for d in datasets.values())} docs, "
