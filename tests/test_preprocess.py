@@ -677,3 +677,29 @@ def test_the_index_is_megatron_cores_to_the_byte(tmp_path, dtype):
         assert (tmp_path / f"ours{suffix}").read_bytes() == \
             (tmp_path / f"reference{suffix}").read_bytes()
     assert len(IndexedDataset(str(tmp_path / "ours"))) > 1000
+
+
+def test_far_more_workers_than_cores_is_refused_before_any_starts(tmp_path):
+    """--workers 100000 (a typo) started that many processes on a 2-core machine."""
+    cores = len(os.sched_getaffinity(0))
+    with pytest.raises(UserError, match=rf"{4 * cores + 1} workers .* {cores} core.*"
+                                        rf"--workers {cores}"):
+        preprocess([CORPUS], tmp_path / "x", tokenizer_model(), workers=4 * cores + 1,
+                   progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_workers_follow_the_cores_this_process_may_use(tmp_path):
+    """Under SLURM or taskset a process may use fewer cores than the machine has: the default
+    took the machine's count."""
+    large = tmp_path / "large.jsonl"
+    with open(large, "wb") as file:
+        file.truncate(64 << 20)  # its size is all default_workers looks at
+    code = ("import sys; from pathlib import Path; from megatron_seqpt.data.preprocess import "
+            "default_workers; print(default_workers([Path(sys.argv[1])]))")
+    one_core = min(os.sched_getaffinity(0))
+    done = subprocess.run([sys.executable, "-c", code, str(large)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {one_core}))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "1"

@@ -213,3 +213,21 @@ def test_an_interrupt_while_a_pipe_has_no_data_stops_its_copy_and_removes_it(
                 pass
         assert not stall_ended.is_set()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("sampling_alpha", -1.0, r"--sampling-alpha must be in \(0, 1\], got -1.0"),
+    ("max_sentences", 0, "--max-sentences must be at least 1, got 0"),
+    ("num_threads", 0, "--num-threads must be 1 to 1024, got 0"),
+    ("character_coverage", 2.0, "--character-coverage must be 0.98 to 1, got 2.0"),
+    ("num_sentinels", -5, "--num-sentinels must be at least 0, got -5"),
+    ("seed", -1, "--seed must be 0 to 4294967295, got -1"),
+])
+def test_a_bad_option_is_refused_in_one_line_before_the_corpus_is_read(
+        tmp_path, option, value, message):
+    """They came out of sentencepiece or numpy as tracebacks, some after the first pass over
+    the corpus (minutes on a large one), and a negative sentinel count was taken as none."""
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])  # read first: "no documents to train on"
+    with pytest.raises(UserError, match=message):
+        train_tokenizer([empty], VOCAB_SIZE, tmp_path / "tok", progress=False, **{option: value})
+    assert list(tmp_path.iterdir()) == [empty]

@@ -66,6 +66,9 @@ from megatron_seqpt.text.sentences import (
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import load_processor
 
 DEFAULT_CHUNK_BYTES = 1 << 20
+# Workers per core past which a worker count is taken for a mistake (each is a process with
+# a tokenizer; --workers 100000 would start that many).
+MAX_WORKERS_PER_CORE = 4
 # Input held for languages being learned, beyond which reading waits for their lessons: chunks
 # read while a lesson is out come back with that language unencoded, and with its text in
 # blocks and many workers they would pile up (16 workers parse tens of MB in a lesson's
@@ -137,7 +140,16 @@ def default_workers(inputs: Sequence[Path]) -> int:
     """One process for a small corpus (a pool would cost more than it saves), else the cores."""
     if sum(p.stat().st_size for p in inputs) < 4 * DEFAULT_CHUNK_BYTES:
         return 1
-    return max(1, min(os.cpu_count() or 1, 16))
+    return min(_available_cores(), 16)
+
+
+def _available_cores() -> int:
+    """The cores this process may use: its CPU affinity, which SLURM and taskset set (the
+    machine's count where the system has none, as macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
@@ -156,6 +168,11 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
     """
     if workers < 1:
         raise UserError(f"workers must be at least 1, got {workers}")
+    cores = _available_cores()
+    if workers > MAX_WORKERS_PER_CORE * cores:
+        raise UserError(f"{workers} workers is more than {MAX_WORKERS_PER_CORE} per core of the "
+                        f"{cores} core(s) this process may use; past the cores a worker adds "
+                        f"memory, not speed: use --workers {cores}")
     options = ReadOptions(tuple(json_keys), lang_key, lang, on_error)
     inputs = check_inputs(inputs)
     model_file = Path(tokenizer_model).expanduser()

@@ -107,6 +107,9 @@ def train_tokenizer(inputs: Sequence[str | Path], vocab_size: int, output_prefix
     depend on how work is split over threads, so the thread count is fixed, not the cores').
     The inputs are read twice; a pipe among them is kept in a temporary file (``kept_pipes``).
     """
+    _check_options(sampling_alpha=sampling_alpha, num_sentinels=num_sentinels,
+                   character_coverage=character_coverage, max_sentences=max_sentences,
+                   seed=seed, num_threads=num_threads)
     _check_vocab_size(vocab_size, num_sentinels, byte_fallback)
     options = ReadOptions(tuple(json_keys), lang_key, lang, on_error)
     skips = Skips()
@@ -137,6 +140,26 @@ def train_tokenizer(inputs: Sequence[str | Path], vocab_size: int, output_prefix
             f"{lang} {share.weight:.3f} x{share.rate:.2f}" for lang, share in shares.items()),
             file=sys.stderr)
     return _write_model(model, Path(output_prefix).expanduser())
+
+
+def _check_options(*, sampling_alpha: float, num_sentinels: int, character_coverage: float,
+                   max_sentences: int, seed: int, num_threads: int) -> None:
+    """Refuse settings sentencepiece or the sampling would fail on (with a traceback, some only
+    after the first pass over the corpus) or silently misread, before any input is read."""
+    problems = [
+        (not 0 < sampling_alpha <= 1, f"--sampling-alpha must be in (0, 1], got {sampling_alpha}"),
+        (num_sentinels < 0, f"--num-sentinels must be at least 0, got {num_sentinels}"),
+        # sentencepiece's own bounds.
+        (not 0.98 <= character_coverage <= 1,
+         f"--character-coverage must be 0.98 to 1, got {character_coverage}"),
+        (not 1 <= num_threads <= 1024, f"--num-threads must be 1 to 1024, got {num_threads}"),
+        (max_sentences < 1, f"--max-sentences must be at least 1, got {max_sentences}"),
+        # sentencepiece's random generator takes a 32-bit unsigned seed.
+        (not 0 <= seed < 2**32, f"--seed must be 0 to {2**32 - 1}, got {seed}"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise UserError(message)
 
 
 def _check_vocab_size(vocab_size: int, num_sentinels: int, byte_fallback: bool) -> None:
