@@ -177,3 +177,7 @@ def test_seqpt_config_checks_what_a_run_would_refuse_before_any_work(capsys, mon
     assert yaml.safe_load(capsys.readouterr().out)["parallel"]["tensor_model_parallel_size"] == 4
     assert cli.main(["config", "model.kind=t5", "data.decoder_seq_length=10"]) == 2
     assert "data.decoder_seq_length 10 is too short" in capsys.readouterr().err
+    # A job of 0 or -3 processes was checked as this launch's (1), or passed.
+    for world in ("0", "-3"):
+        assert cli.main(["config", "--world-size", world]) == 2
+        assert f"--world-size must be at least 1, got {world}" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import yaml
 from megatron_seqpt.commands.common import add_config_arguments
 from megatron_seqpt.config import load_run_config
 from megatron_seqpt.config.loader import to_dict
+from megatron_seqpt.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from megatron_seqpt.runtime.distributed import LayoutError, check_layout
     from megatron_seqpt.runtime.launch_env import detect
 
+    if args.world_size is not None and args.world_size < 1:
+        raise UserError(f"--world-size must be at least 1, got {args.world_size}")
     config = load_run_config(args.config, args.overrides)
     world = args.world_size or detect().world_size
     try:
