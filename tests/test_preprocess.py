@@ -551,6 +551,19 @@ def test_prepare_builds_once_and_reuses(tmp_path):
         prepare(config, progress=False)
 
 
+def test_prepare_refuses_a_pipe_in_the_corpus_at_once(tmp_path):
+    """A run reads its corpus several times (the tokenizer's two passes, then the datasets'):
+    a pipe fed once left preprocessing waiting for a second writer."""
+    fifo = tmp_path / "corpus.jsonl"
+    with fed_once(fifo, CORPUS.read_bytes()):
+        with pytest.raises(UserError, match=rf"data.corpus: {fifo} is not a regular file"):
+            prepare(DataConfig(corpus=[str(fifo)], cache_dir=str(tmp_path / "cache")),
+                    progress=False)
+        with open(fifo, "rb") as reader:  # let the writer finish
+            reader.read()
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
 def _prepare_in_process(cache_dir):
     return str(prepare(DataConfig(cache_dir=cache_dir), progress=False).directory)
 

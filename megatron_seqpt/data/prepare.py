@@ -57,6 +57,12 @@ def prepare(data: DataConfig, *, workers: int | None = None,
     if data.prefixes:
         return _given(data)
     inputs = check_inputs([Path(p).expanduser() for p in data.corpus] or [default_corpus_path()])
+    for path in inputs:
+        if not path.is_file():
+            raise UserError(f"data.corpus: {path} is not a regular file (a pipe?); a run reads "
+                            "its corpus several times (the tokenizer, then the datasets) and "
+                            "keys its cache by each file's size and time: write it to a file "
+                            "and name that")
     tokenizer = _given_tokenizer(data)
     key = _cache_key(inputs, tokenizer, data)
     root = Path(data.cache_dir).expanduser()
