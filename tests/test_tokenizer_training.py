@@ -1,7 +1,9 @@
 """Tokenizer training on the default corpus: reserved ids, language balance, determinism,
 clear errors, nothing half-written, pipes as input, interrupts."""
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -132,15 +134,15 @@ def test_a_named_pipe_as_input_gives_the_model_of_its_file(tmp_path):
 
 
 def _train_tokenizer_tool(tmp_path: Path, args: list[str], script: str | None = None,
-                          env: dict | None = None, stdin: bytes | None = None
-                          ) -> subprocess.CompletedProcess:
+                          env: dict | None = None, stdin: bytes | None = None,
+                          timeout: float = 300) -> subprocess.CompletedProcess:
     """tools/train_tokenizer.py run with ``args`` (under ``script``, a wrapper that runs it,
     when given), temporary files in tmp_path/"tmp", Ctrl-C not ignored."""
     (tmp_path / "tmp").mkdir(exist_ok=True)
     tool = [str(ROOT / "tools/train_tokenizer.py"), *args]
     return subprocess.run(
         [sys.executable, *(["-c", script] if script else []), *tool], input=stdin,
-        capture_output=True, timeout=300,
+        capture_output=True, timeout=timeout,
         env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), **(env or {})},
         # Started in the background, a test run passes Ctrl-C on as ignored (see test_preprocess).
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -231,3 +233,43 @@ def test_a_bad_option_is_refused_in_one_line_before_the_corpus_is_read(
     with pytest.raises(UserError, match=message):
         train_tokenizer([empty], VOCAB_SIZE, tmp_path / "tok", progress=False, **{option: value})
     assert list(tmp_path.iterdir()) == [empty]
+
+
+# Run as a script: Ctrl-C 0.5 s after the piped input's copy is removed: the sample has been
+# read, sentencepiece trains.
+_CTRL_C_WHILE_SENTENCEPIECE_TRAINS = """
+import os, runpy, signal, sys, threading
+
+def hook(event, args):
+    if event == "shutil.rmtree":
+        print("the sample is read", file=sys.stderr, flush=True)
+        threading.Timer(0.5, os.kill, [os.getpid(), signal.SIGINT]).start()
+
+sys.addaudithook(hook)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_sentencepiece_trains_stops_the_run_at_once(tmp_path):
+    """sentencepiece trains in C++ without returning to Python, which therefore ran the Ctrl-C
+    handler only once the training had finished. Here the training takes minutes (random words
+    make many distinct pieces; one thread): the run must end well within the test's time."""
+    rng = random.Random(0)
+
+    def sentence() -> str:
+        return " ".join("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 9)))
+                        for _ in range(8)) + "."
+
+    corpus = "".join(json.dumps({"text": " ".join(sentence() for _ in range(10)),
+                                 "lang": "en"}) + "\n" for _ in range(10_000))
+    done = _train_tokenizer_tool(
+        tmp_path, ["--input", "/dev/stdin", "--vocab-size", str(VOCAB_SIZE), "--num-threads",
+                   "1", "--output-prefix", str(tmp_path / "out" / "tok")],
+        _CTRL_C_WHILE_SENTENCEPIECE_TRAINS, stdin=corpus.encode(), timeout=60)
+    stderr = done.stderr.decode()
+    assert "the sample is read" in stderr  # the situation under test did arise
+    assert done.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "out").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -4,7 +4,8 @@ Tokenizer training reads its inputs twice: the languages' sizes decide each one'
 sample drawn in the second pass. A pipe (stdin, a FIFO fed by a decompressor) can be read only
 once, so each is first copied to a temporary file (under TMPDIR) that both passes read, with the
 pipe's own name in messages. The copies are removed as soon as the passes are done, and on
-failure: while they exist, Ctrl-C and SIGTERM raise KeyboardInterrupt, so the cleanup runs.
+failure: while entered with pipes among the inputs, Ctrl-C and SIGTERM raise KeyboardInterrupt,
+so the cleanup runs.
 """
 
 from __future__ import annotations
@@ -25,42 +26,46 @@ BLOCK_BYTES = 1 << 20
 
 
 class KeptPipes:
-    """A copy of each pipe among ``inputs`` while entered and not ``release``d; ``copies``
+    """A copy of each pipe among ``inputs`` while entered, until ``remove_copies``; ``copies``
     maps the pipe's path to its copy's."""
 
     def __init__(self, inputs: Sequence[str | Path], progress: bool = True):
         self.inputs = check_inputs(inputs)
         self.progress = progress
         self.copies: dict[Path, Path] = {}
-        self._held: contextlib.ExitStack | None = None
+        self._directory: tempfile.TemporaryDirectory | None = None
+        self._interrupts: contextlib.ExitStack | None = None
 
     def __enter__(self) -> "KeptPipes":
         pipes = [path for path in dict.fromkeys(self.inputs) if not path.is_file()]
         if not pipes:
             return self
-        self._held = contextlib.ExitStack()
+        self._interrupts = contextlib.ExitStack()
         try:
-            self._held.enter_context(latched_interrupts())
-            directory = Path(self._held.enter_context(
-                tempfile.TemporaryDirectory(prefix="seqpt-pipes-")))
+            self._interrupts.enter_context(latched_interrupts())
+            self._directory = tempfile.TemporaryDirectory(prefix="seqpt-pipes-")
             for number, pipe in enumerate(pipes):
-                copy = directory / f"input-{number}"
+                copy = Path(self._directory.name) / f"input-{number}"
                 _copy(pipe, copy, self.progress)
                 self.copies[pipe] = copy
         except BaseException:
-            self.release()
+            self.__exit__()
             raise
         return self
 
-    def release(self) -> None:
-        """Remove the copies (done with them) and give Ctrl-C and SIGTERM back."""
+    def remove_copies(self) -> None:
+        """Done with them; Ctrl-C and SIGTERM stay taken until the exit."""
         self.copies = {}
-        if self._held is not None:
-            held, self._held = self._held, None
-            held.close()
+        if self._directory is not None:
+            directory, self._directory = self._directory, None
+            directory.cleanup()
 
     def __exit__(self, *exc) -> None:
-        self.release()
+        """The copies removed, and Ctrl-C and SIGTERM given back (in the main thread)."""
+        self.remove_copies()
+        if self._interrupts is not None:
+            interrupts, self._interrupts = self._interrupts, None
+            interrupts.close()
 
 
 def _copy(pipe: Path, copy: Path, progress: bool) -> None:

@@ -13,7 +13,6 @@ Special tokens sit at the ids of ``special_tokens.py``: <pad> 0, </s> 1, <s> 2, 
 
 from __future__ import annotations
 
-import io
 import math
 import re
 import sys
@@ -41,6 +40,7 @@ from megatron_seqpt.text.sentences import (
     survey_inputs,
 )
 from megatron_seqpt.tokenizer import special_tokens as st
+from megatron_seqpt.tokenizer.sentencepiece_training import train_in_child
 
 # Sentences longer than this (bytes) are left out by sentencepiece; generous, because a
 # paragraph without sentence punctuation is one long sentence.
@@ -130,7 +130,7 @@ def train_tokenizer(inputs: Sequence[str | Path], vocab_size: int, output_prefix
             records = bar.records(read_records(inputs, options, copies=pipes.copies))
             sentences = sample_sentences(records, shares, splitters, seed)
             # The copies go once sentencepiece has read the sample, before it trains.
-            model = _train(_then((sentence for _, sentence in sentences), pipes.release),
+            model = _train(_then((sentence for _, sentence in sentences), pipes.remove_copies),
                            vocab_size=vocab_size, num_sentinels=num_sentinels,
                            model_type=model_type, character_coverage=character_coverage,
                            byte_fallback=byte_fallback, max_sentences=max_sentences, seed=seed,
@@ -179,21 +179,16 @@ def _mean_sentence_chars(splitter: SentenceSplitter, sample: list[str]) -> float
 def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, model_type: str,
            character_coverage: float, byte_fallback: bool, max_sentences: int, seed: int,
            num_threads: int) -> bytes:
-    """The serialized model. It is returned, not written by sentencepiece, so that it does not
-    record the output path: the bytes depend only on the data and the settings."""
-    # sentencepiece draws its sentence sample (when over max_sentences) with this generator.
-    spm.set_random_generator_seed(seed)
-    model = io.BytesIO()
-    # What reading the sentences raised (Ctrl-C, a bad record): past the first sentence,
-    # sentencepiece reports it as its own RuntimeError; it is raised as itself.
-    raised: list[BaseException] = []
+    """The serialized model, trained in a child process (``sentencepiece_training``). It is
+    returned, not written by sentencepiece, so that it does not record the output path: the
+    bytes depend only on the data and the settings."""
     try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=_noting_errors(sentences, raised), model_writer=model, vocab_size=vocab_size,
-            model_type=model_type, character_coverage=character_coverage,
-            byte_fallback=byte_fallback, input_sentence_size=max_sentences,
-            shuffle_input_sentence=True, max_sentence_length=MAX_SENTENCE_BYTES,
-            num_threads=num_threads, minloglevel=2,
+        # The seed: sentencepiece draws its sentence sample (when over max_sentences) with it.
+        return train_in_child(
+            sentences, seed, vocab_size=vocab_size, model_type=model_type,
+            character_coverage=character_coverage, byte_fallback=byte_fallback,
+            input_sentence_size=max_sentences, shuffle_input_sentence=True,
+            max_sentence_length=MAX_SENTENCE_BYTES, num_threads=num_threads, minloglevel=2,
             pad_id=st.PAD_ID, eos_id=st.EOS_ID, bos_id=st.BOS_ID, unk_id=st.UNK_ID,
             pad_piece=st.PAD, eos_piece=st.EOS, bos_piece=st.BOS, unk_piece=st.UNK,
             control_symbols=st.reserved_symbols(num_sentinels),
@@ -201,8 +196,6 @@ def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, mod
             # (NFKC would, for one, decompose Hindi's nukta letters).
             normalization_rule_name="identity")
     except RuntimeError as err:
-        if raised:
-            raise raised[0] from None
         largest = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value "
                             r"<= (\d+)", str(err))
         if largest:
@@ -214,15 +207,6 @@ def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, mod
             raise UserError(f"vocab size {smallest.group(1)} cannot hold the {smallest.group(2)} "
                             "characters and special pieces it must cover; use a --vocab-size "
                             f"above {smallest.group(2)}, or a lower --character-coverage") from None
-        raise
-    return model.getvalue()
-
-
-def _noting_errors(items: Iterator[T], raised: list[BaseException]) -> Iterator[T]:
-    try:
-        yield from items
-    except BaseException as err:
-        raised.append(err)
         raise
 
 
