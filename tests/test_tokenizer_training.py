@@ -157,6 +157,18 @@ def test_stdin_as_input_gives_the_model_of_its_file_and_leaves_no_copy(tmp_path)
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
+def _assert_interrupted_leaving_nothing(done: subprocess.CompletedProcess, tmp_path: Path,
+                                        arisen: str) -> None:
+    """Exit 130 with one line, no model in tmp_path/"out", nothing in TMPDIR; ``arisen``, a
+    line the run printed, shows the situation under test did arise."""
+    stderr = done.stderr.decode()
+    assert arisen in stderr, stderr
+    assert done.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "out").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 # Run as a script: the signal comes when SIGNAL_PATH is opened the second time, in the second
 # pass (sampling sentences) after the records of the inputs before it, while sentencepiece's
 # trainer reads the sample, called back from C++.
@@ -194,12 +206,7 @@ def test_an_interrupt_in_the_sampling_pass_stops_training_and_leaves_nothing(
                    "--output-prefix", str(tmp_path / "out" / "tok")],
         _SIGNAL_IN_THE_SAMPLING_PASS, {"SIGNAL": str(int(signum)), "SIGNAL_PATH": str(CORPUS)},
         stdin)
-    stderr = done.stderr.decode()
-    assert "signal in the sampling pass" in stderr  # the situation under test did arise
-    assert done.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
-    assert not (tmp_path / "out").exists()
-    assert list((tmp_path / "tmp").iterdir()) == []
+    _assert_interrupted_leaving_nothing(done, tmp_path, "signal in the sampling pass")
 
 
 def test_an_interrupt_while_a_pipe_has_no_data_stops_its_copy_and_removes_it(
@@ -267,9 +274,4 @@ def test_ctrl_c_while_sentencepiece_trains_stops_the_run_at_once(tmp_path):
         tmp_path, ["--input", "/dev/stdin", "--vocab-size", str(VOCAB_SIZE), "--num-threads",
                    "1", "--output-prefix", str(tmp_path / "out" / "tok")],
         _CTRL_C_WHILE_SENTENCEPIECE_TRAINS, stdin=corpus.encode(), timeout=60)
-    stderr = done.stderr.decode()
-    assert "the sample is read" in stderr  # the situation under test did arise
-    assert done.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
-    assert not (tmp_path / "out").exists()
-    assert list((tmp_path / "tmp").iterdir()) == []
+    _assert_interrupted_leaving_nothing(done, tmp_path, "the sample is read")
