@@ -242,15 +242,23 @@ def test_a_bad_option_is_refused_in_one_line_before_the_corpus_is_read(
     assert list(tmp_path.iterdir()) == [empty]
 
 
-# Run as a script: Ctrl-C 0.5 s after the piped input's copy is removed: the sample has been
-# read, sentencepiece trains.
-_CTRL_C_WHILE_SENTENCEPIECE_TRAINS = """
+# Run as a script: 0.5 s after the piped input's copy is removed (the sample has been read,
+# sentencepiece trains), Ctrl-C, or (AFTER_THE_SAMPLE=kill) a SIGKILL of this process's children.
+_ONCE_SENTENCEPIECE_TRAINS = """
 import os, runpy, signal, sys, threading
+import psutil
+
+def act():
+    if os.environ.get("AFTER_THE_SAMPLE") == "kill":
+        for child in psutil.Process().children():
+            child.kill()
+    else:
+        os.kill(os.getpid(), signal.SIGINT)
 
 def hook(event, args):
     if event == "shutil.rmtree":
         print("the sample is read", file=sys.stderr, flush=True)
-        threading.Timer(0.5, os.kill, [os.getpid(), signal.SIGINT]).start()
+        threading.Timer(0.5, act).start()
 
 sys.addaudithook(hook)
 sys.argv = sys.argv[1:]
@@ -258,10 +266,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def test_ctrl_c_while_sentencepiece_trains_stops_the_run_at_once(tmp_path):
-    """sentencepiece trains in C++ without returning to Python, which therefore ran the Ctrl-C
-    handler only once the training had finished. Here the training takes minutes (random words
-    make many distinct pieces; one thread): the run must end well within the test's time."""
+def _a_long_training(tmp_path: Path, after_the_sample: str) -> subprocess.CompletedProcess:
+    """The tool on a corpus whose training takes minutes (random words make many distinct
+    pieces; one thread), piped in, with ``after_the_sample`` done once it is read."""
     rng = random.Random(0)
 
     def sentence() -> str:
@@ -270,8 +277,28 @@ def test_ctrl_c_while_sentencepiece_trains_stops_the_run_at_once(tmp_path):
 
     corpus = "".join(json.dumps({"text": " ".join(sentence() for _ in range(10)),
                                  "lang": "en"}) + "\n" for _ in range(10_000))
-    done = _train_tokenizer_tool(
+    return _train_tokenizer_tool(
         tmp_path, ["--input", "/dev/stdin", "--vocab-size", str(VOCAB_SIZE), "--num-threads",
                    "1", "--output-prefix", str(tmp_path / "out" / "tok")],
-        _CTRL_C_WHILE_SENTENCEPIECE_TRAINS, stdin=corpus.encode(), timeout=60)
-    _assert_interrupted_leaving_nothing(done, tmp_path, "the sample is read")
+        _ONCE_SENTENCEPIECE_TRAINS, {"AFTER_THE_SAMPLE": after_the_sample},
+        stdin=corpus.encode(), timeout=60)
+
+
+def test_ctrl_c_while_sentencepiece_trains_stops_the_run_at_once(tmp_path):
+    """sentencepiece trains in C++ without returning to Python, which therefore ran the Ctrl-C
+    handler only once the training had finished: the run must end well within the test's
+    time."""
+    _assert_interrupted_leaving_nothing(_a_long_training(tmp_path, "ctrl-c"), tmp_path,
+                                        "the sample is read")
+
+
+def test_a_killed_training_process_fails_the_run_in_one_line(tmp_path):
+    """The out-of-memory killer may take sentencepiece's process (it holds the sample)."""
+    done = _a_long_training(tmp_path, "kill")
+    stderr = done.stderr.decode()
+    assert "the sample is read" in stderr, stderr
+    assert done.returncode == 2, stderr
+    assert "sentencepiece's training process ended (exit code -9" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    assert not (tmp_path / "out").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
