@@ -11,6 +11,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 import sentencepiece as spm
 
@@ -142,7 +143,7 @@ def _train_tokenizer_tool(tmp_path: Path, args: list[str], script: str | None = 
     tool = [str(ROOT / "tools/train_tokenizer.py"), *args]
     return subprocess.run(
         [sys.executable, *(["-c", script] if script else []), *tool], input=stdin,
-        capture_output=True, timeout=timeout,
+        capture_output=True, timeout=timeout, start_new_session=True,
         env={**os.environ, "TMPDIR": str(tmp_path / "tmp"), **(env or {})},
         # Started in the background, a test run passes Ctrl-C on as ignored (see test_preprocess).
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -243,15 +244,21 @@ def test_a_bad_option_is_refused_in_one_line_before_the_corpus_is_read(
 
 
 # Run as a script: 0.5 s after the piped input's copy is removed (the sample has been read,
-# sentencepiece trains), Ctrl-C, or (AFTER_THE_SAMPLE=kill) a SIGKILL of this process's children.
+# sentencepiece trains), AFTER_THE_SAMPLE: Ctrl-C ("ctrl-c"), a SIGKILL of this process's
+# children ("kill"), or SIGTERM to its process group ("sigterm-group"); it prints the children.
 _ONCE_SENTENCEPIECE_TRAINS = """
 import os, runpy, signal, sys, threading
 import psutil
 
 def act():
-    if os.environ.get("AFTER_THE_SAMPLE") == "kill":
-        for child in psutil.Process().children():
+    action = os.environ.get("AFTER_THE_SAMPLE")
+    children = psutil.Process().children()
+    print("children", *[child.pid for child in children], file=sys.stderr, flush=True)
+    if action == "kill":
+        for child in children:
             child.kill()
+    elif action == "sigterm-group":  # a scheduler ending the job: every process gets it
+        os.killpg(os.getpgid(0), signal.SIGTERM)
     else:
         os.kill(os.getpid(), signal.SIGINT)
 
@@ -292,13 +299,26 @@ def test_ctrl_c_while_sentencepiece_trains_stops_the_run_at_once(tmp_path):
                                         "the sample is read")
 
 
+def test_sigterm_to_the_whole_job_while_sentencepiece_trains_leaves_no_process(tmp_path):
+    """A scheduler's SIGTERM reaches every process of the job; the run (its piped input held)
+    ends as interrupted and its training process with it."""
+    done = _a_long_training(tmp_path, "sigterm-group")
+    _assert_interrupted_leaving_nothing(done, tmp_path, "the sample is read")
+    children = [int(pid) for line in done.stderr.decode().splitlines()
+                if line.startswith("children") for pid in line.split()[1:]]
+    assert children  # the training process
+    for pid in children:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
 def test_a_killed_training_process_fails_the_run_in_one_line(tmp_path):
     """The out-of-memory killer may take sentencepiece's process (it holds the sample)."""
     done = _a_long_training(tmp_path, "kill")
     stderr = done.stderr.decode()
     assert "the sample is read" in stderr, stderr
     assert done.returncode == 2, stderr
-    assert "sentencepiece's training process ended (exit code -9" in stderr, stderr
+    assert "sentencepiece's training process ended (exit code -9); a SIGKILL is often the " \
+        "out-of-memory killer" in stderr, stderr
     assert "Traceback" not in stderr, stderr
     assert not (tmp_path / "out").exists()
     assert list((tmp_path / "tmp").iterdir()) == []

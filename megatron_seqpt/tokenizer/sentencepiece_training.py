@@ -49,9 +49,10 @@ def train_in_child(sentences: Iterable[str], seed: int, **settings: Any) -> byte
             succeeded, value = ours.recv()
         except (BrokenPipeError, EOFError, ConnectionResetError):
             child.join()
+            hint = ("; a SIGKILL is often the out-of-memory killer (the process holds the "
+                    "sample): lower --max-sentences" if child.exitcode == -signal.SIGKILL else "")
             raise UserError(f"sentencepiece's training process ended (exit code "
-                            f"{child.exitcode}; -9, a SIGKILL, is often the out-of-memory "
-                            "killer: lower --max-sentences)") from None
+                            f"{child.exitcode}){hint}") from None
     finally:
         if child.is_alive():
             child.kill()
@@ -72,8 +73,10 @@ def _trained(sentences: Iterable[str], seed: int, settings: dict[str, Any]) -> b
 
 def _serve(connection: Connection, seed: int, settings: dict[str, Any]) -> None:
     """The child: train on the sentences the parent sends, send back the model or the error."""
-    # Ctrl-C reaches the whole process group; the parent decides what it ends.
+    # Ctrl-C reaches the whole process group, and a scheduler's SIGTERM every process of the
+    # job: the parent decides, and this process dies with it (``runtime/child_processes``).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sentences = _received(connection)
     try:
         outcome = (True, _trained(sentences, seed, settings))
