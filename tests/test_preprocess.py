@@ -39,6 +39,7 @@ from megatron_seqpt.text.sentences import (
     survey_languages,
 )
 from megatron_seqpt.tokenizer.special_tokens import EOS_ID
+from megatron_seqpt.tokenizer.training import train_tokenizer
 from tests.raw_corpus import CORPUS, records, texts_of, tokenizer_model, write_jsonl
 from tests.named_pipes import fed_once, stalled_pipe_and_interrupt
 
@@ -716,3 +717,23 @@ def test_default_workers_follow_the_cores_this_process_may_use(tmp_path):
                           preexec_fn=lambda: os.sched_setaffinity(0, {one_core}))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "1"
+
+
+@pytest.mark.parametrize("name,lang_key,noted", [("corpus.jsonl", "lang", True),
+                                                 ("en.jsonl", "lang", False),
+                                                 ("corpus.jsonl", "language", False)])
+def test_records_that_name_no_language_under_the_key_are_noted(tmp_path, capsys, name,
+                                                                lang_key, noted):
+    """Records whose language sits under another key than --lang-key all took the file's name
+    as their language (one dataset "corpus", Punkt learned over every language) without a
+    word; a name that is not a language code is now noted, by both tools."""
+    rows = [{"text": text, "language": "en"} for text in texts_of("en")]
+    corpus = write_jsonl(tmp_path / name, rows)
+    summary = preprocess([corpus], tmp_path / "out" / "x", tokenizer_model(), progress=False,
+                         lang_key=lang_key)
+    train_tokenizer([corpus], 800, tmp_path / "tok", lang_key=lang_key, progress=False)
+    note = (f"{corpus}: no record names its language under '{lang_key}' (--lang-key), so they "
+            "took the file's name 'corpus'")
+    assert capsys.readouterr().err.count(note) == (2 if noted else 0)
+    assert [d.lang for d in summary.datasets] == [
+        "en" if lang_key == "language" else Path(name).stem]

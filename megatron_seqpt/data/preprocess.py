@@ -57,6 +57,7 @@ from megatron_seqpt.text.corpus import (
     RecordSource,
     Skips,
     check_inputs,
+    file_language_notes,
 )
 from megatron_seqpt.text.sentences import (
     DEFAULT_SAMPLE_CHARS,
@@ -192,6 +193,8 @@ def preprocess(inputs: Sequence[str | Path], output_prefix: str | Path,
         datasets, skips, totals = _tokenize(inputs, options, output_prefix, split_sentences,
                                             settings, workers, chunk_bytes, progress, learning,
                                             interrupted)
+    for note in file_language_notes((d.lang for d in datasets), inputs, options):
+        print(f"note: {note}", file=sys.stderr)
     summary = PreprocessSummary(datasets, skips, totals.input_bytes,
                                 time.perf_counter() - started, workers, learning.seconds,
                                 totals.cut_paragraphs, totals.encode_seconds)

@@ -139,6 +139,27 @@ def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return checked
 
 
+# A language code (ISO 639 and BCP 47-like: de, deu, zh_Hans, pt-BR); a file named otherwise
+# whose records name no language was most likely read with the wrong --lang-key.
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*\Z")
+
+
+def file_language_notes(langs: Iterable[str], paths: Sequence[str | Path],
+                        options: ReadOptions) -> list[str]:
+    """Notes for jsonl files whose records took the file's name as their language (none named
+    one under the language key) where that name is not a language code (``corpus.jsonl``):
+    the language was most likely under another key."""
+    if options.lang is not None:
+        return []
+    langs = set(langs)
+    return [f"{path}: no record names its language under '{options.lang_key}' (--lang-key), "
+            f"so they took the file's name '{path.stem}' as their language; name the key that "
+            "holds it with --lang-key, or give --lang CODE"
+            for path in dict.fromkeys(check_inputs(paths))
+            if not path.name.endswith(TEXT_SUFFIXES) and path.stem in langs
+            and not _LANGUAGE_CODE.match(path.stem)]
+
+
 def read_records(paths: Sequence[str | Path], options: ReadOptions,
                  skips: Skips | None = None, copies: Mapping[Path, Path] = {}
                  ) -> Iterator[Record]:

@@ -30,6 +30,7 @@ from megatron_seqpt.text.corpus import (
     ReadOptions,
     Record,
     Skips,
+    file_language_notes,
     read_records,
 )
 from megatron_seqpt.text.kept_pipes import KeptPipes
@@ -118,6 +119,8 @@ def train_tokenizer(inputs: Sequence[str | Path], vocab_size: int, output_prefix
         if not surveys:
             raise UserError(f"no documents to train on in {', '.join(map(str, inputs))} "
                             f"(skipped: {skips.describe()})")
+        for note in file_language_notes(surveys, inputs, options):
+            print(f"note: {note}", file=sys.stderr)
         params = learn_splitters({lang: s.sample for lang, s in surveys.items()}, punkt_dir)
         splitters = {lang: SentenceSplitter(lang, p) for lang, p in params.items()}
         shares = plan_sample({lang: s.documents for lang, s in surveys.items()},
