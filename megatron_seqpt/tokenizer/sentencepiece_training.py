@@ -19,10 +19,9 @@ from typing import Any, Iterable, Iterator
 import sentencepiece as spm
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.runtime.interrupts import WAIT_SECONDS
 
 SENTENCES_PER_MESSAGE = 10_000
-# How long an interrupt may wait to be handled while the child trains.
-WAIT_SECONDS = 0.2
 
 
 def train_in_child(sentences: Iterable[str], seed: int, **settings: Any) -> bytes:
@@ -39,20 +38,19 @@ def train_in_child(sentences: Iterable[str], seed: int, **settings: Any) -> byte
     child.start()
     theirs.close()
     try:
-        try:
-            sentences = iter(sentences)
-            while batch := list(islice(sentences, SENTENCES_PER_MESSAGE)):
-                ours.send(batch)
-            ours.send(None)
-            while not ours.poll(WAIT_SECONDS):  # a pending Ctrl-C is handled between waits
-                pass
-            succeeded, value = ours.recv()
-        except (BrokenPipeError, EOFError, ConnectionResetError):
-            child.join()
-            hint = ("; a SIGKILL is often the out-of-memory killer (the process holds the "
-                    "sample): lower --max-sentences" if child.exitcode == -signal.SIGKILL else "")
-            raise UserError(f"sentencepiece's training process ended (exit code "
-                            f"{child.exitcode}){hint}") from None
+        sentences = iter(sentences)
+        while batch := list(islice(sentences, SENTENCES_PER_MESSAGE)):
+            ours.send(batch)
+        ours.send(None)
+        while not ours.poll(WAIT_SECONDS):  # a pending Ctrl-C is handled between waits
+            pass
+        succeeded, value = ours.recv()
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        child.join()
+        hint = ("; a SIGKILL is often the out-of-memory killer (the process holds the "
+                "sample): lower --max-sentences" if child.exitcode == -signal.SIGKILL else "")
+        raise UserError(f"sentencepiece's training process ended (exit code "
+                        f"{child.exitcode}){hint}") from None
     finally:
         if child.is_alive():
             child.kill()
