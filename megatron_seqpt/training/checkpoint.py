@@ -19,6 +19,7 @@ import queue
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -372,9 +373,18 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
 
 
+# Deprecations that megatron-core 0.16's loading sets off in torch (its ShardedTensor and
+# ``load_state_dict``), shown on every resume and load with a source line of theirs: nothing a
+# user of this project can change.
+_LOADING_DEPRECATIONS = (r"`load_state_dict` is deprecated", r"Please use DTensor instead")
+
+
 def load(path: Path, state_template: dict) -> dict:
     """Load into the shapes of ``state_template``; shape mismatches become a clear error."""
     try:
-        return dist_checkpointing.load(state_template, str(path))
+        with warnings.catch_warnings():
+            for message in _LOADING_DEPRECATIONS:
+                warnings.filterwarnings("ignore", message, FutureWarning)
+            return dist_checkpointing.load(state_template, str(path))
     except (RuntimeError, ValueError, KeyError) as err:
         raise CheckpointError(f"cannot load {path} into this model: {err}") from err
