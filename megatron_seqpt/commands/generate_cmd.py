@@ -8,10 +8,12 @@ Input: one source per line (``-`` reads stdin), or a jsonl file whose records ho
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.files import publish_files, remove_quietly, temporary_path, write_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +72,26 @@ def _non_empty(lines: list[str], where: str) -> list[str]:
     return lines
 
 
+def _checked_output(path: str) -> Path:
+    """The output file, its directory made: checked before any work, so that generation is
+    never lost to an output it cannot write."""
+    output = Path(path)
+    if output.is_dir():
+        raise UserError(f"--output {output} is a directory; name a file to write")
+    blocking = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"--output {output}: {blocking} is a file, not a directory")
+    probe = temporary_path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch(exist_ok=False)
+    except OSError as err:
+        raise write_error(err, output) from None
+    finally:
+        remove_quietly(probe)
+    return output
+
+
 def run(args: argparse.Namespace) -> int:
     from megatron_seqpt.tasks.generate_run import generate_from_run
     from megatron_seqpt.tasks.generation import GenerationConfig
@@ -77,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     for name in ("beam_size", "max_new_tokens", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if not math.isfinite(args.length_penalty):
+        raise UserError(f"--length-penalty {args.length_penalty} ranks no beam; give a "
+                        "number (1.0: the log-probability per token)")
+    output = _checked_output(args.output) if args.output else None
     sources, records = _read(args.input)
     generated = generate_from_run(args.run, sources, GenerationConfig(
         beam_size=args.beam_size, length_penalty=args.length_penalty,
@@ -88,10 +114,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         lines = [g.replace("\n", " ") for g in generated]
     text = "".join(line + "\n" for line in lines)
-    if args.output:
-        tmp = Path(args.output + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(args.output)
+    if output:
+        publish_files({output: text.encode("utf-8")})
     else:
         sys.stdout.write(text)
     return 0

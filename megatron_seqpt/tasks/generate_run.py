@@ -3,6 +3,7 @@ process, sources tokenized as in training, generated ids decoded to text."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -22,9 +23,20 @@ def generate_from_run(run_dir: str | Path, sources: Sequence[str], config: Gener
     try:
         loaded = load_run(found)
         tokenizer = loaded.tokenizer
-        ids = [tokenizer.tokenize(text)[:loaded.config.data.seq_length] for text in sources]
+        ids = _cut(list(map(tokenizer.tokenize, sources)), loaded.config.data.seq_length)
         generated = generate(loaded.model, ids, bos=tokenizer.bos, eos=tokenizer.eos,
                              pad=tokenizer.pad, config=config, vocab_size=tokenizer.vocab_size)
     finally:
         distributed.shutdown()
     return [tokenizer.detokenize(g) for g in generated]
+
+
+def _cut(sources: list[list[int]], seq_length: int) -> list[list[int]]:
+    """Each source's first ``seq_length`` tokens, as fine-tuning read them; a note on stderr
+    (stdout may carry the output) says how many were longer."""
+    longer = [number for number, ids in enumerate(sources, 1) if len(ids) > seq_length]
+    if longer:
+        print(f"[seqpt] note: {len(longer)} of {len(sources)} sources are longer than the "
+              f"{seq_length} tokens the model reads (data.seq_length) and were cut to their "
+              f"first {seq_length} (first: source {longer[0]})", file=sys.stderr, flush=True)
+    return [ids[:seq_length] for ids in sources]
