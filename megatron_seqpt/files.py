@@ -118,6 +118,25 @@ def check_new_output(output: Path, force: bool) -> None:
                         "(or pass --force to replace what it holds)")
 
 
+def checked_output_file(output: Path, option: str = "--output") -> Path:
+    """``output`` as a file this process can write, its directory made: checked before any
+    long work, so that the work is never lost to an output it cannot write."""
+    if output.is_dir():
+        raise UserError(f"{option} {output} is a directory; name a file to write")
+    blocking = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{option} {output}: {blocking} is a file, not a directory")
+    probe = temporary_path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch(exist_ok=False)
+    except OSError as err:
+        raise write_error(err, output) from None
+    finally:
+        remove_quietly(probe)
+    return output
+
+
 @contextlib.contextmanager
 def staged_output(output: Path) -> Iterator[Path]:
     """A temporary directory beside ``output`` to write into; on success it replaces

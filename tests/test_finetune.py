@@ -41,8 +41,8 @@ def finetune(run_dir: Path, init: Path, *args: str) -> int:
     return cli.main(["finetune", "--run-dir", str(run_dir), "--init", str(init), *args, *QUIET])
 
 
-def eval_result(run_dir: Path) -> dict:
-    return json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+def eval_result(run_dir: Path, name: str = "eval.json") -> dict:
+    return json.loads((run_dir / name).read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("task", ["topic", "punct"])
@@ -251,3 +251,29 @@ def test_evaluating_a_pretraining_run_says_to_fine_tune_it_first(encoder_run, ca
     assert cli.main(["evaluate", "--run", str(encoder_run)]) == 2
     assert "is a pre-training run; fine-tune it first" in capsys.readouterr().err
     assert not (encoder_run / "eval.json").exists()
+
+
+def test_scoring_another_file_or_step_keeps_the_runs_own_score(encoder_run, single_process,
+                                                               tmp_path, capsys):
+    """eval.json is the run's score (its test split, latest checkpoint; the reproduction report
+    reads it): scoring another file or an earlier step goes to a file of its own, or --output,
+    checked before anything is loaded."""
+    run_dir = tmp_path / "run"
+    assert finetune(run_dir, encoder_run, "task.builtin=topic", "task.epochs=null",
+                    "train.steps=2", "checkpoint.save_interval=1", "checkpoint.keep_last=0") == 0
+    own = (run_dir / "eval.json").read_text()
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"text": f"text {i}", "label": label}) + "\n"
+                             for i, label in enumerate(["trivia", "food"] * 5)))
+    assert cli.main(["evaluate", "--run", str(run_dir), "--test-file", str(other)]) == 0
+    assert cli.main(["evaluate", "--run", str(run_dir), "--step", "1"]) == 0
+    assert (run_dir / "eval.json").read_text() == own
+    by_file = eval_result(run_dir, "eval_other.json")
+    assert by_file["data"] == str(other) and by_file["examples_scored"] == 10
+    assert eval_result(run_dir, "eval_step_1.json")["step"] == 1
+    capsys.readouterr()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    assert cli.main(["evaluate", "--run", str(tmp_path / "no_run"), "--output",
+                     str(taken)]) == 2
+    assert f"--output {taken} is a directory" in capsys.readouterr().err

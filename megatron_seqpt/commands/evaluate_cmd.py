@@ -1,7 +1,9 @@
 """``seqpt evaluate``: score a fine-tuned run on its test split (or a given file) next to the
-majority-class / copy-the-source baseline; writes RUN/eval.json and prints a table."""
+majority-class / copy-the-source baseline; writes RUN/eval.json (or, for another file or
+step, a file of its own) and prints a table."""
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,12 +14,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "test split (its validation split when it has none)")
     parser.add_argument("--step", type=int,
                         help="the checkpoint at this step (default: the latest)")
+    parser.add_argument("--output", metavar="FILE",
+                        help="where the scores go (default: RUN/eval.json for the run's own "
+                             "test split and latest checkpoint, the run's score; "
+                             "RUN/eval_<test file>[_step_N].json for another file or step)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from megatron_seqpt.tasks.evaluate import EVAL_FILE, evaluate_run, format_table
+    from megatron_seqpt.tasks.evaluate import default_output, evaluate_run, format_table
 
-    result = evaluate_run(args.run, test_file=args.test_file, step=args.step)
+    output = (Path(args.output) if args.output
+              else default_output(Path(args.run), args.test_file, args.step))
+    result = evaluate_run(args.run, test_file=args.test_file, step=args.step, output=output)
     print(format_table(result))
-    print(f"written to {args.run}/{EVAL_FILE}")
+    print(f"written to {output}")
     return 0

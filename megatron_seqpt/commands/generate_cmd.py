@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.files import publish_files, remove_quietly, temporary_path, write_error
+from megatron_seqpt.files import checked_output_file, publish_files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,26 +72,6 @@ def _non_empty(lines: list[str], where: str) -> list[str]:
     return lines
 
 
-def _checked_output(path: str) -> Path:
-    """The output file, its directory made: checked before any work, so that generation is
-    never lost to an output it cannot write."""
-    output = Path(path)
-    if output.is_dir():
-        raise UserError(f"--output {output} is a directory; name a file to write")
-    blocking = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise UserError(f"--output {output}: {blocking} is a file, not a directory")
-    probe = temporary_path(output)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        probe.touch(exist_ok=False)
-    except OSError as err:
-        raise write_error(err, output) from None
-    finally:
-        remove_quietly(probe)
-    return output
-
-
 def run(args: argparse.Namespace) -> int:
     from megatron_seqpt.tasks.generate_run import generate_from_run
     from megatron_seqpt.tasks.generation import GenerationConfig
@@ -102,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.length_penalty):
         raise UserError(f"--length-penalty {args.length_penalty} ranks no beam; give a "
                         "number (1.0: the log-probability per token)")
-    output = _checked_output(args.output) if args.output else None
+    output = checked_output_file(Path(args.output)) if args.output else None
     sources, records = _read(args.input)
     generated = generate_from_run(args.run, sources, GenerationConfig(
         beam_size=args.beam_size, length_penalty=args.length_penalty,

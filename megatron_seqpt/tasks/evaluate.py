@@ -1,6 +1,7 @@
 """``seqpt evaluate``: score a fine-tuned run on its test split (or a given file), next to the
 baseline that reads a score against chance (the training data's most frequent label or tag;
-copying the source for seq2seq), overall and per language; written to RUN/eval.json.
+copying the source for seq2seq), overall and per language; written to RUN/eval.json (another
+file or step: a file of its own, ``default_output``).
 
 Predictions are made in one process from the run's checkpoint (written under any layout).
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.files import checked_output_file, publish_files
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.tasks import metrics as task_metrics
@@ -112,10 +114,21 @@ def _examples_to_score(config: FinetuneConfig, test_file: Optional[str]
     return "valid", splits.sources["valid"], splits.valid, splits.train
 
 
+def default_output(run_dir: Path, test_file: Optional[str], step: Optional[int]) -> Path:
+    """RUN/eval.json for the run's own score (its test split, latest checkpoint: what the
+    reproduction report reads); a file named after the other data or step otherwise, so that
+    scoring them never replaces it."""
+    parts = [Path(test_file).stem] if test_file is not None else []
+    parts += [f"step_{step}"] if step is not None else []
+    return run_dir / ("_".join(["eval", *parts]) + ".json" if parts else EVAL_FILE)
+
+
 def evaluate_run(run_dir: str | Path, *, test_file: Optional[str] = None,
-                 step: Optional[int] = None) -> dict:
-    """Score the run's checkpoint (latest, or ``step``); writes RUN/eval.json."""
+                 step: Optional[int] = None, output: Optional[Path] = None) -> dict:
+    """Score the run's checkpoint (latest, or ``step``); writes ``output`` (default:
+    ``default_output``), checked before the model is loaded."""
     run_dir = Path(run_dir)
+    output = checked_output_file(output or default_output(run_dir, test_file, step))
     found = find_pretrained(run_dir, step)
     if not isinstance(found.config, FinetuneConfig):
         raise UserError(f"{run_dir} is a pre-training run; fine-tune it first (seqpt finetune "
@@ -136,9 +149,8 @@ def evaluate_run(run_dir: str | Path, *, test_file: Optional[str] = None,
               "data": source,
               **report(workload.kind, examples, predictions, train, workload.labels,
                        loaded.config.task.eval_examples)}
-    tmp = run_dir / (EVAL_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(run_dir / EVAL_FILE)
+    publish_files({output: (json.dumps(result, indent=1, ensure_ascii=False) + "\n"
+                            ).encode("utf-8")})
     return result
 
 
