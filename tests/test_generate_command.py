@@ -64,3 +64,10 @@ def test_a_length_penalty_that_is_not_a_number_is_refused(sources, tmp_path, pen
     assert generate(tmp_path / "no_run", sources, "--beam-size", "2",
                     f"--length-penalty={penalty}") == 2
     assert "--length-penalty" in capsys.readouterr().err
+
+
+def test_a_step_without_a_checkpoint_is_named_as_the_flag_the_user_gave(t5_run, sources,
+                                                                       capsys):
+    assert generate(t5_run, sources, "--step", "999") == 2
+    error = capsys.readouterr().err
+    assert "no complete checkpoint at step 999 (--step)" in error and "step_0000006" in error

@@ -28,8 +28,9 @@ class PretrainedRun:
         return self.meta["model"]["kind"]
 
 
-def checkpoint_at(path: str | Path, step: Optional[int]) -> Path:
-    """The checkpoint of a run (or checkpoints/ or step directory), its latest or ``step``."""
+def checkpoint_at(path: str | Path, step: Optional[int], step_option: str = "--step") -> Path:
+    """The checkpoint of a run (or checkpoints/ or step directory), its latest or ``step``
+    (given as ``step_option``, which an error names)."""
     path = Path(path).expanduser()
     if step is None:
         return ckpt.resolve(path)
@@ -39,7 +40,7 @@ def checkpoint_at(path: str | Path, step: Optional[int]) -> Path:
             return candidate
     kept = sorted(p.name for p in (path / "checkpoints").glob("step_*")) \
         if (path / "checkpoints").is_dir() else []
-    raise UserError(f"{path} has no complete checkpoint at step {step} (init.from_step); it "
+    raise UserError(f"{path} has no complete checkpoint at step {step} ({step_option}); it "
                     f"has: {', '.join(kept) or 'none'}")
 
 
@@ -65,8 +66,9 @@ def _tokenizer_of(checkpoint: Path, config: RunConfig) -> Path:
     return prepare(config.data).tokenizer_model
 
 
-def find_pretrained(path: str | Path, step: Optional[int] = None) -> PretrainedRun:
-    checkpoint = checkpoint_at(path, step)
+def find_pretrained(path: str | Path, step: Optional[int] = None,
+                    step_option: str = "--step") -> PretrainedRun:
+    checkpoint = checkpoint_at(path, step, step_option)
     meta = ckpt.content_metadata(checkpoint)
     config = run_config(checkpoint)
     tokenizer = _tokenizer_of(checkpoint, config)

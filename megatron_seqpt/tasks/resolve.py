@@ -66,6 +66,6 @@ def resolve_config(config_path: Optional[str], overrides: Sequence[str]
     pretrained = None
     base: dict = {}
     if init.get("from_run"):
-        pretrained = find_pretrained(init["from_run"], init.get("from_step"))
+        pretrained = find_pretrained(init["from_run"], init.get("from_step"), "init.from_step")
         base = _base(pretrained, _task_kind(tree))
     return load(FinetuneConfig, config_path, overrides, base=base), pretrained
