@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from megatron_seqpt import cli
 from megatron_seqpt.config import dump
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.forward import t5_attention_masks
@@ -161,3 +162,13 @@ def test_demo_runs_every_stage_and_reports(single_process, tmp_path):
     for stage in ("encoder", "t5_warm", "t5_scratch"):
         assert 0 < on_disk["downstream"][stage]["valid_loss"] < 20, stage
     assert "pair_saving_to_target" in on_disk["compute_to_target"]
+
+
+@pytest.mark.parametrize("flag, value", [("--encoder-steps", "0"), ("--seq2seq-steps", "-1"),
+                                         ("--hidden-size", "0"), ("--hidden-size", "102"),
+                                         ("--layers", "0"), ("--unfreeze-fraction", "1"),
+                                         ("--unfreeze-fraction", "nan")])
+def test_a_bad_demo_flag_is_refused_naming_the_flag(flag, value, tmp_path, capsys):
+    assert cli.main(["demo", "--output-dir", str(tmp_path / "demo"), flag, value]) == 2
+    assert f"{flag} {value}" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

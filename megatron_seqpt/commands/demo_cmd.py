@@ -4,7 +4,8 @@ T5 from scratch, with a report (the README's first command)."""
 import argparse
 from pathlib import Path
 
-from megatron_seqpt.recipes.demo import DemoSettings
+from megatron_seqpt.errors import UserError
+from megatron_seqpt.recipes.demo import DEMO_ATTENTION_HEADS, DemoSettings
 
 DEFAULTS = DemoSettings()
 
@@ -24,9 +25,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="applied to every stage, e.g. train.global_batch_size=32")
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """The flags' own ranges, named as the user gave them (the config keys they set would be
+    named otherwise, e.g. ``model.encoder.ffn_hidden_size=0`` for ``--hidden-size 0``)."""
+    for flag, value in (("--encoder-steps", args.encoder_steps),
+                        ("--seq2seq-steps", args.seq2seq_steps), ("--layers", args.layers)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: give at least 1")
+    if args.hidden_size < 1 or args.hidden_size % DEMO_ATTENTION_HEADS:
+        raise UserError(f"--hidden-size {args.hidden_size}: give a positive multiple of "
+                        f"{DEMO_ATTENTION_HEADS} (the demo's attention heads)")
+    if not 0 < args.unfreeze_fraction < 1:
+        raise UserError(f"--unfreeze-fraction {args.unfreeze_fraction}: give a share of the "
+                        "warm-started run strictly between 0 and 1")
+
+
 def run(args: argparse.Namespace) -> int:
     from megatron_seqpt.recipes.demo import run_demo
 
+    _check_flags(args)
     report = run_demo(args.output_dir, DemoSettings(
         args.encoder_steps, args.seq2seq_steps, args.hidden_size, args.layers,
         args.unfreeze_fraction, args.overrides))

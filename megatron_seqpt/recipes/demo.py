@@ -35,6 +35,9 @@ PRETRAINING = ("encoder", "t5_warm", "t5_scratch")
 DOWNSTREAM = {"encoder": "topic", "t5_warm": "restore", "t5_scratch": "restore"}
 
 
+DEMO_ATTENTION_HEADS = 4
+
+
 @dataclass
 class DemoSettings:
     """What the command line can raise or lower."""
@@ -54,10 +57,10 @@ class DemoSettings:
 
 def _config(settings: DemoSettings, output: Path, stage: str) -> RunConfig:
     shape = [f"model.hidden_size={settings.hidden_size}", "model.max_position_embeddings=128",
-             f"model.encoder.num_layers={settings.layers}", "model.encoder.ffn_hidden_size="
-             f"{4 * settings.hidden_size}", "model.encoder.num_attention_heads=4",
-             f"model.decoder.num_layers={settings.layers}", "model.decoder.ffn_hidden_size="
-             f"{4 * settings.hidden_size}", "model.decoder.num_attention_heads=4",
+             *(f"model.{stack}.{key}={value}" for stack in ("encoder", "decoder")
+               for key, value in (("num_layers", settings.layers),
+                                  ("ffn_hidden_size", 4 * settings.hidden_size),
+                                  ("num_attention_heads", DEMO_ATTENTION_HEADS))),
              "data.seq_length=128", "data.decoder_seq_length=40", "data.vocab_size=4000",
              f"data.cache_dir={output / 'data'}", "train.global_batch_size=16",
              "train.micro_batch_size=8", "train.eval_steps=4", "optim.lr=1e-3",
