@@ -151,3 +151,23 @@ def test_only_given_twice_runs_both_lists(tmp_path, capsys):
     assert cli.main(command) == 2
     assert "unknown stage 'pretrain/nonexistent'" in capsys.readouterr().err
     assert not (output / "pretrain" / "mlm").exists()
+
+
+def test_continuing_a_reproduction_with_other_settings_is_refused(single_process, tmp_path,
+                                                                 capsys):
+    """A stage whose run is complete is skipped: continued with another scale, task or
+    override, the report would mix runs of both settings. The settings that make the grid are
+    kept with it and compared (more seeds add runs and are allowed)."""
+    output = tmp_path / "repro"
+    command = ["reproduce", "--output-dir", str(output), "--only", "pretrain/mlm"]
+    assert cli.main([*command, "--scale", "micro", "--seeds", "1"]) == 0
+    task_file = "examples/configs/tasks/topic_tiny.yaml"
+    for changed, named in ((["--scale", "tiny"], "--scale micro"),
+                           (["--classification-task", task_file], "--classification-task topic"),
+                           (["train.global_batch_size=4"], "overrides (none)")):
+        capsys.readouterr()
+        assert cli.main([*command, "--scale", "micro", "--seeds", "1", *changed]) == 2, changed
+        error = capsys.readouterr().err
+        assert named in error and "new --output-dir" in error, error
+    assert cli.main([*command, "--scale", "micro", "--seeds", "2"]) == 0
+    assert "pretrain/mlm: complete, skipped" in "".join(capsys.readouterr())

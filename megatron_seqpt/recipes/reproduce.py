@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.files import publish_files
+from megatron_seqpt.hashing import file_sha256
 from megatron_seqpt.recipes.reproduce_grid import (
     DEFAULT_SCALE,
     DEFAULT_TASKS,
@@ -28,6 +30,9 @@ from megatron_seqpt.recipes.task_text import write_task_text
 from megatron_seqpt.runtime import launch_env
 from megatron_seqpt.runtime.log import log
 
+# The settings the grid under an output directory was made with (``_grid_settings``).
+SETTINGS_FILE = "reproduction.json"
+
 
 def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int = 3,
                      overrides: Sequence[str] = (), only: Sequence[str] = (),
@@ -41,14 +46,19 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
         raise UserError("--seeds must be at least 1")
     scale = SCALES[scale_name]
     output = Path(output)
+    tasks = {**DEFAULT_TASKS, **(tasks or {})}
+    settings = _grid_settings(scale_name, tasks, overrides)
+    _check_same_grid(output, settings)
     output.mkdir(parents=True, exist_ok=True)
+    if launch_env.detect().rank == 0 and not (output / SETTINGS_FILE).is_file():
+        publish_files({output / SETTINGS_FILE: (json.dumps(settings, indent=1) + "\n").encode()})
     stages = grid(output, scale, seeds, overrides, tasks)
     corpora = {path for stage in stages if isinstance(stage, PretrainStage)
                for path in stage.config.data.corpus}
     if str(output / TASK_TEXT) not in corpora:
         log("pre-training on the data.corpus given (the tasks' text is not added)")
     else:
-        text = write_task_text({**DEFAULT_TASKS, **(tasks or {})}, output / TASK_TEXT)
+        text = write_task_text(tasks, output / TASK_TEXT)
         log(f"pre-training on the built-in corpus and the tasks' text: {text.texts} training "
             f"texts in {text.documents} documents ({text.held_out} left out: a validation or "
             f"test split holds them), {text.path}")
@@ -79,5 +89,41 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
     if only or not finished or launch_env.detect().rank != 0:
         return None
     return write_report(output, scale_name, scale, seeds, timings,
-                        time.perf_counter() - started, {**DEFAULT_TASKS, **(tasks or {})},
+                        time.perf_counter() - started, tasks,
                         [stage.name for stage in stages])
+
+
+def _grid_settings(scale_name: str, tasks: dict[str, str], overrides: Sequence[str]) -> dict:
+    """What decides the grid's runs, as kept beside them: the scale, each task (a task config
+    file with the hash of what it holds) and the overrides; not the seeds, whose runs are
+    each their own."""
+    def identity(task: str) -> str:
+        path = Path(task)
+        if task.endswith((".yaml", ".yml")) and path.is_file():
+            return f"{task} (sha256 {file_sha256(path)[:12]})"
+        return task
+
+    return {"scale": scale_name, "tasks": {kind: identity(task) for kind, task in tasks.items()},
+            "overrides": list(overrides)}
+
+
+def _check_same_grid(output: Path, settings: dict) -> None:
+    """A continued reproduction skips every complete stage: with other settings its report
+    would mix the runs of both. Refused, naming what differs."""
+    kept = output / SETTINGS_FILE
+    if not kept.is_file():
+        return
+    before = json.loads(kept.read_text(encoding="utf-8"))
+    differences = []
+    if before["scale"] != settings["scale"]:
+        differences.append(f"--scale {before['scale']} (now {settings['scale']})")
+    for kind, task in before["tasks"].items():
+        if settings["tasks"].get(kind) != task:
+            differences.append(f"--{kind}-task {task} (now {settings['tasks'].get(kind)})")
+    if before["overrides"] != settings["overrides"]:
+        differences.append(f"overrides {' '.join(before['overrides']) or '(none)'} (now "
+                           f"{' '.join(settings['overrides']) or 'none'})")
+    if differences:
+        raise UserError(f"{output} holds a reproduction made with {'; '.join(differences)}: "
+                        "continuing it would mix runs of both settings in one report; give a "
+                        "new --output-dir, or the settings it was made with")
