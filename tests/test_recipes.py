@@ -162,6 +162,11 @@ def test_demo_runs_every_stage_and_reports(single_process, tmp_path):
     for stage in ("encoder", "t5_warm", "t5_scratch"):
         assert 0 < on_disk["downstream"][stage]["valid_loss"] < 20, stage
     assert "pair_saving_to_target" in on_disk["compute_to_target"]
+    # Continued with another setting, its complete stages would be skipped and reported as
+    # made with it.
+    with pytest.raises(UserError, match=r"--hidden-size 64 \(now 128\)"):
+        run_demo(tmp_path, DemoSettings(encoder_steps=6, seq2seq_steps=6, hidden_size=128,
+                                        layers=1, finetune_steps=3))
 
 
 @pytest.mark.parametrize("flag, value", [("--encoder-steps", "0"), ("--seq2seq-steps", "-1"),

@@ -162,7 +162,7 @@ def test_continuing_a_reproduction_with_other_settings_is_refused(single_process
     command = ["reproduce", "--output-dir", str(output), "--only", "pretrain/mlm"]
     assert cli.main([*command, "--scale", "micro", "--seeds", "1"]) == 0
     task_file = "examples/configs/tasks/topic_tiny.yaml"
-    for changed, named in ((["--scale", "tiny"], "--scale micro"),
+    for changed, named in ((["--scale", "tiny"], "--scale micro (now tiny)"),
                            (["--classification-task", task_file], "--classification-task topic"),
                            (["train.global_batch_size=4"], "overrides (none)")):
         capsys.readouterr()

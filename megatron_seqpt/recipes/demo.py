@@ -15,6 +15,7 @@ then report.json, report.md and loss_curves.png.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from megatron_seqpt.config import RunConfig, load_run_config
 from megatron_seqpt.data.prepare import prepare
 from megatron_seqpt.recipes import accounting
 from megatron_seqpt.recipes.curves import valid_curve
+from megatron_seqpt.recipes.kept_settings import keep_or_check
 from megatron_seqpt.recipes.report import StageResult, write_report
 from megatron_seqpt.recipes.stages import FinetuneStage, PretrainStage, run_stages
 from megatron_seqpt.runtime import launch_env
@@ -36,6 +38,8 @@ DOWNSTREAM = {"encoder": "topic", "t5_warm": "restore", "t5_scratch": "restore"}
 
 
 DEMO_ATTENTION_HEADS = 4
+# The settings seqpt demo takes as flags (``--encoder-steps``, ...).
+DEMO_FLAGS = ("encoder_steps", "seq2seq_steps", "hidden_size", "layers", "unfreeze_fraction")
 
 
 @dataclass
@@ -80,6 +84,12 @@ def _config(settings: DemoSettings, output: Path, stage: str) -> RunConfig:
     return load_run_config(None, [*shape, *per_stage, *settings.overrides])
 
 
+def _named(settings: DemoSettings) -> dict[str, object]:
+    """The settings as the user gives them: the flags, and the fine-tuning length by field."""
+    return {(f"--{name.replace('_', '-')}" if name in DEMO_FLAGS else name): value
+            for name, value in dataclasses.asdict(settings).items()}
+
+
 def _finetune(settings: DemoSettings, stage: str) -> FinetuneStage:
     length = [f"task.epochs={settings.finetune_epochs}"] if settings.finetune_steps is None \
         else ["task.epochs=null", f"train.steps={settings.finetune_steps}"]
@@ -91,7 +101,7 @@ def _finetune(settings: DemoSettings, stage: str) -> FinetuneStage:
 
 def run_demo(output: Path, settings: DemoSettings) -> dict:
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    keep_or_check(output, _named(settings))
     started = time.perf_counter()
     configs = {stage: _config(settings, output, stage) for stage in PRETRAINING}
     log("demo: tokenizer and indexed datasets of the built-in corpus")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.files import publish_files
 from megatron_seqpt.hashing import file_sha256
+from megatron_seqpt.recipes.kept_settings import keep_or_check
 from megatron_seqpt.recipes.reproduce_grid import (
     DEFAULT_SCALE,
     DEFAULT_TASKS,
@@ -30,9 +30,6 @@ from megatron_seqpt.recipes.task_text import write_task_text
 from megatron_seqpt.runtime import launch_env
 from megatron_seqpt.runtime.log import log
 
-# The settings the grid under an output directory was made with (``_grid_settings``).
-SETTINGS_FILE = "reproduction.json"
-
 
 def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int = 3,
                      overrides: Sequence[str] = (), only: Sequence[str] = (),
@@ -47,11 +44,7 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
     scale = SCALES[scale_name]
     output = Path(output)
     tasks = {**DEFAULT_TASKS, **(tasks or {})}
-    settings = _grid_settings(scale_name, tasks, overrides)
-    _check_same_grid(output, settings)
-    output.mkdir(parents=True, exist_ok=True)
-    if launch_env.detect().rank == 0 and not (output / SETTINGS_FILE).is_file():
-        publish_files({output / SETTINGS_FILE: (json.dumps(settings, indent=1) + "\n").encode()})
+    keep_or_check(output, _grid_settings(scale_name, tasks, overrides))
     stages = grid(output, scale, seeds, overrides, tasks)
     corpora = {path for stage in stages if isinstance(stage, PretrainStage)
                for path in stage.config.data.corpus}
@@ -94,7 +87,7 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
 
 
 def _grid_settings(scale_name: str, tasks: dict[str, str], overrides: Sequence[str]) -> dict:
-    """What decides the grid's runs, as kept beside them: the scale, each task (a task config
+    """What decides the grid's runs (``kept_settings``): the scale, each task (a task config
     file with the hash of what it holds) and the overrides; not the seeds, whose runs are
     each their own."""
     def identity(task: str) -> str:
@@ -103,27 +96,6 @@ def _grid_settings(scale_name: str, tasks: dict[str, str], overrides: Sequence[s
             return f"{task} (sha256 {file_sha256(path)[:12]})"
         return task
 
-    return {"scale": scale_name, "tasks": {kind: identity(task) for kind, task in tasks.items()},
+    return {"--scale": scale_name,
+            **{f"--{kind}-task": identity(task) for kind, task in sorted(tasks.items())},
             "overrides": list(overrides)}
-
-
-def _check_same_grid(output: Path, settings: dict) -> None:
-    """A continued reproduction skips every complete stage: with other settings its report
-    would mix the runs of both. Refused, naming what differs."""
-    kept = output / SETTINGS_FILE
-    if not kept.is_file():
-        return
-    before = json.loads(kept.read_text(encoding="utf-8"))
-    differences = []
-    if before["scale"] != settings["scale"]:
-        differences.append(f"--scale {before['scale']} (now {settings['scale']})")
-    for kind, task in before["tasks"].items():
-        if settings["tasks"].get(kind) != task:
-            differences.append(f"--{kind}-task {task} (now {settings['tasks'].get(kind)})")
-    if before["overrides"] != settings["overrides"]:
-        differences.append(f"overrides {' '.join(before['overrides']) or '(none)'} (now "
-                           f"{' '.join(settings['overrides']) or 'none'})")
-    if differences:
-        raise UserError(f"{output} holds a reproduction made with {'; '.join(differences)}: "
-                        "continuing it would mix runs of both settings in one report; give a "
-                        "new --output-dir, or the settings it was made with")
