@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from megatron.core import dist_checkpointing
 
 from megatron_seqpt import cli
@@ -277,3 +278,22 @@ def test_scoring_another_file_or_step_keeps_the_runs_own_score(encoder_run, sing
     assert cli.main(["evaluate", "--run", str(tmp_path / "no_run"), "--output",
                      str(taken)]) == 2
     assert f"--output {taken} is a directory" in capsys.readouterr().err
+
+
+def test_resuming_with_other_labels_is_refused(encoder_run, single_process, tmp_path, capsys):
+    """The head's rows are the labels in the run's order: resumed with the same number of
+    other labels (another training file, another task.labels), each row would stand for
+    another label without a word."""
+    run_dir = tmp_path / "run"
+    common = ["--no-evaluate", "task.builtin=topic", "task.epochs=null"]
+    assert finetune(run_dir, encoder_run, *common, "train.steps=1") == 0
+    labels = yaml.safe_load((run_dir / "config.yaml").read_text())["task"]["labels"]
+    swapped = [labels[1], labels[0], *labels[2:]]
+    capsys.readouterr()
+    assert finetune(run_dir, encoder_run, *common, "train.steps=2",
+                    f"task.labels=[{','.join(swapped)}]") == 2
+    error = capsys.readouterr().err
+    assert "labels" in error and f"{labels[0]}, {labels[1]}" in error, error
+    assert json.loads((run_dir / "result.json").read_text())["step"] == 1
+    # The same labels resume.
+    assert finetune(run_dir, encoder_run, *common, "train.steps=2") == 0

@@ -194,6 +194,14 @@ class FinetuneWorkload(Workload):
 
     def check_checkpoint(self, path: Path, meta: dict, vocab_size: int) -> None:
         ckpt.check_same_shape(path, meta["model"], self.model_metadata(vocab_size))
+        saved = meta.get("task", {}).get("labels")
+        if saved is not None and list(saved) != list(self.labels):
+            raise ckpt.CheckpointError(
+                f"{path} was fine-tuned with the labels {', '.join(map(str, saved))}; this "
+                f"run has {', '.join(map(str, self.labels))} (from its training data or "
+                "task.labels): each row of the head would stand for another label; resume "
+                "with the data or task.labels it was trained with, or fine-tune into a new "
+                "--run-dir")
 
     def initialize(self, modules: list[torch.nn.Module], vocab_size: int) -> Optional[str]:
         if self.pretrained is None:
