@@ -165,8 +165,8 @@ def _write(loaded: LoadedRun, output: Path, expect: Optional[str]) -> Path:
     if expect is not None and _AS[architecture] != expect:
         have = _AS[architecture]
         how = _HOW_TO_GET.get((have, expect), f"export it as {have}")
-        raise UserError(f"{where} holds a {have} model ({architecture}), not a {expect}; "
-                        f"{how}")
+        raise UserError(f"{where} holds a model of kind {have} ({architecture}), not "
+                        f"{expect} (--as {expect}); {how}")
     hf_config.check_exportable(config.model, str(where))
     vocab = meta["model"]["vocab_size"]
     tokenizer = loaded.tokenizer
