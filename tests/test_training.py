@@ -226,6 +226,26 @@ def test_cli_refuses_a_short_decoder_before_preparing_any_data(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("vocab_size, says", [(4000, "is too large for this corpus"),
+                                               (100, "leaves no room for text pieces")])
+def test_a_vocabulary_that_does_not_fit_the_corpus_names_the_config_key(vocab_size, says,
+                                                                        tmp_path):
+    """The tokenizer's own errors name its command's flags; a run sets the size with
+    data.vocab_size, and has no sentinel flag to lower."""
+    corpus = tmp_path / "small.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"Sentence {i} is here. Another follows.",
+                                          "lang": "en"}) + "\n" for i in range(40)))
+    result = subprocess.run(
+        [sys.executable, "-m", "megatron_seqpt.cli", "pretrain", "--run-dir", str(tmp_path / "r"),
+         f"data.corpus=[{corpus}]", f"data.vocab_size={vocab_size}",
+         f"data.cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")})
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = result.stderr.splitlines()[-1]
+    assert says in error and "data.vocab_size" in error and "--" not in error, error
+
+
 def _restore_ctrl_c() -> None:
     """Started from a background test run, the child would inherit Ctrl-C as ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)

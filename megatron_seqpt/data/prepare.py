@@ -160,7 +160,7 @@ def _build(entry: Path, inputs: Sequence[Path], tokenizer: Path | None, data: Da
     # Imported here: they load nltk (with scipy, over a second), which a run that finds its
     # data prepared, and every rank that waits for the one building, never needs.
     from megatron_seqpt.data.preprocess import default_workers, preprocess
-    from megatron_seqpt.tokenizer.training import train_tokenizer
+    from megatron_seqpt.tokenizer.training import CONFIG_SIZE_SETTINGS, train_tokenizer
 
     building = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
     building.mkdir()
@@ -168,7 +168,8 @@ def _build(entry: Path, inputs: Sequence[Path], tokenizer: Path | None, data: Da
         if tokenizer is None:
             train_tokenizer(inputs, data.vocab_size, building / "tokenizer",
                             sampling_alpha=TOKENIZER_ALPHA, num_sentinels=DEFAULT_NUM_SENTINELS,
-                            seed=TOKENIZER_SEED, progress=progress)
+                            seed=TOKENIZER_SEED, progress=progress,
+                            named=CONFIG_SIZE_SETTINGS)
         model = tokenizer or building / "tokenizer.model"
         summary = preprocess(inputs, building / "data", model, workers=workers or
                              default_workers(inputs), split_sentences=True, progress=progress)

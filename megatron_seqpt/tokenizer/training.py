@@ -51,6 +51,21 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class SizeSettings:
+    """How the caller's user sets the vocabulary's size and what bounds it, for the errors
+    that tell them what to change: the tool's flags, or a run's config key (None: not
+    settable there, not offered)."""
+
+    vocab_size: str = "--vocab-size"
+    num_sentinels: str | None = "--num-sentinels"
+    character_coverage: str | None = "--character-coverage"
+
+
+# A run's data preparation sets only the size (data.vocab_size).
+CONFIG_SIZE_SETTINGS = SizeSettings("data.vocab_size", None, None)
+
+
+@dataclass(frozen=True)
 class LanguageShare:
     """How one language enters the training sample."""
 
@@ -101,8 +116,10 @@ def train_tokenizer(inputs: Sequence[str | Path], vocab_size: int, output_prefix
                     max_sentences: int = 10_000_000, seed: int = 1234, num_threads: int = 16,
                     json_keys: Sequence[str] = ("text",), lang_key: str = "lang",
                     lang: str | None = None, on_error: Literal["fail", "skip"] = "fail",
-                    punkt_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Train PREFIX.model and PREFIX.vocab; return the .model path.
+                    punkt_dir: str | Path | None = None, progress: bool = True,
+                    named: SizeSettings = SizeSettings()) -> Path:
+    """Train PREFIX.model and PREFIX.vocab; return the .model path. ``named``: how errors
+    name the size settings.
 
     The same inputs, seed and ``num_threads`` give the same model bytes (sentencepiece's sums
     depend on how work is split over threads, so the thread count is fixed, not the cores').
@@ -111,7 +128,7 @@ def train_tokenizer(inputs: Sequence[str | Path], vocab_size: int, output_prefix
     _check_options(sampling_alpha=sampling_alpha, num_sentinels=num_sentinels,
                    character_coverage=character_coverage, max_sentences=max_sentences,
                    seed=seed, num_threads=num_threads)
-    _check_vocab_size(vocab_size, num_sentinels, byte_fallback)
+    _check_vocab_size(vocab_size, num_sentinels, byte_fallback, named)
     options = ReadOptions(tuple(json_keys), lang_key, lang, on_error)
     skips = Skips()
     with KeptPipes(inputs, progress) as pipes:
@@ -137,7 +154,7 @@ def train_tokenizer(inputs: Sequence[str | Path], vocab_size: int, output_prefix
                            vocab_size=vocab_size, num_sentinels=num_sentinels,
                            model_type=model_type, character_coverage=character_coverage,
                            byte_fallback=byte_fallback, max_sentences=max_sentences, seed=seed,
-                           num_threads=num_threads)
+                           num_threads=num_threads, named=named)
     if progress:
         print("tokenizer sample per language (weight, copies of each document): " + ", ".join(
             f"{lang} {share.weight:.3f} x{share.rate:.2f}" for lang, share in shares.items()),
@@ -165,13 +182,15 @@ def _check_options(*, sampling_alpha: float, num_sentinels: int, character_cover
             raise UserError(message)
 
 
-def _check_vocab_size(vocab_size: int, num_sentinels: int, byte_fallback: bool) -> None:
+def _check_vocab_size(vocab_size: int, num_sentinels: int, byte_fallback: bool,
+                      named: SizeSettings) -> None:
     reserved = 4 + len(st.reserved_symbols(num_sentinels)) + (256 if byte_fallback else 0)
     if vocab_size <= reserved:
         raise UserError(f"vocab size {vocab_size} leaves no room for text pieces: {reserved} "
                         f"ids are reserved (4 control, {3 + num_sentinels} special/sentinel"
                         f"{', 256 byte-fallback' if byte_fallback else ''}); use a larger "
-                        "--vocab-size or fewer --num-sentinels")
+                        f"{named.vocab_size}"
+                        + (f" or fewer {named.num_sentinels}" if named.num_sentinels else ""))
 
 
 def _mean_sentence_chars(splitter: SentenceSplitter, sample: list[str]) -> float:
@@ -181,7 +200,7 @@ def _mean_sentence_chars(splitter: SentenceSplitter, sample: list[str]) -> float
 
 def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, model_type: str,
            character_coverage: float, byte_fallback: bool, max_sentences: int, seed: int,
-           num_threads: int) -> bytes:
+           num_threads: int, named: SizeSettings) -> bytes:
     """The serialized model, trained in a child process (``sentencepiece_training``). It is
     returned, not written by sentencepiece, so that it does not record the output path: the
     bytes depend only on the data and the settings."""
@@ -203,13 +222,16 @@ def _train(sentences: Iterator[str], *, vocab_size: int, num_sentinels: int, mod
                             r"<= (\d+)", str(err))
         if largest:
             raise UserError(f"vocab size {largest.group(1)} is too large for this corpus: its "
-                            f"sample yields at most {largest.group(2)} pieces; use --vocab-size "
-                            f"{largest.group(2)} or less, or give more text") from None
+                            f"sample yields at most {largest.group(2)} pieces; use "
+                            f"{named.vocab_size} {largest.group(2)} or less, or give more "
+                            "text") from None
         smallest = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(err))
         if smallest:
+            coverage = named.character_coverage
             raise UserError(f"vocab size {smallest.group(1)} cannot hold the {smallest.group(2)} "
-                            "characters and special pieces it must cover; use a --vocab-size "
-                            f"above {smallest.group(2)}, or a lower --character-coverage") from None
+                            f"characters and special pieces it must cover; use a "
+                            f"{named.vocab_size} above {smallest.group(2)}"
+                            + (f", or a lower {coverage}" if coverage else "")) from None
         raise
 
 
