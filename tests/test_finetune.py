@@ -6,6 +6,7 @@ stops the command with its file and line before anything is written."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -297,3 +298,20 @@ def test_resuming_with_other_labels_is_refused(encoder_run, single_process, tmp_
     assert json.loads((run_dir / "result.json").read_text())["step"] == 1
     # The same labels resume.
     assert finetune(run_dir, encoder_run, *common, "train.steps=2") == 0
+
+
+def test_a_run_directory_of_the_other_kind_is_refused_naming_it(encoder_run, single_process,
+                                                                 tmp_path, capsys):
+    """Fine-tuning into a pre-training run's directory, or the reverse, resumed its checkpoint:
+    refused with a model-shape diff of task fields, or megatron-core's 'Cannot merge two lists'."""
+    task = ["--no-evaluate", "task.builtin=topic", "task.epochs=null", "train.steps=1"]
+    pretraining = tmp_path / "pretraining"
+    shutil.copytree(encoder_run, pretraining)
+    assert finetune(pretraining, encoder_run, *task) == 2
+    assert "holds a pre-training checkpoint" in capsys.readouterr().err
+    finetuned = tmp_path / "finetuned"
+    assert finetune(finetuned, encoder_run, *task) == 0
+    capsys.readouterr()
+    assert cli.main(["pretrain", "--config", str(encoder_run / "config.yaml"), "--run-dir",
+                     str(finetuned), "train.steps=2"]) == 2
+    assert "holds a fine-tuning checkpoint (task classification)" in capsys.readouterr().err

@@ -193,8 +193,12 @@ class FinetuneWorkload(Workload):
         return {"task": {"kind": self.kind, "labels": self.labels}}
 
     def check_checkpoint(self, path: Path, meta: dict, vocab_size: int) -> None:
+        if "task" not in meta:
+            raise ckpt.CheckpointError(
+                f"{path} holds a pre-training checkpoint: this --run-dir is a pre-training "
+                "run's; fine-tune into a new --run-dir (--init takes the pre-trained run)")
         ckpt.check_same_shape(path, meta["model"], self.model_metadata(vocab_size))
-        saved = meta.get("task", {}).get("labels")
+        saved = meta["task"].get("labels")
         if saved is not None and list(saved) != list(self.labels):
             raise ckpt.CheckpointError(
                 f"{path} was fine-tuned with the labels {', '.join(map(str, saved))}; this "

@@ -88,6 +88,11 @@ class PretrainWorkload(Workload):
         return ckpt.model_shape(self.config.model, vocab_size)
 
     def check_checkpoint(self, path: Path, meta: dict, vocab_size: int) -> None:
+        if "task" in meta:
+            raise ckpt.CheckpointError(
+                f"{path} holds a fine-tuning checkpoint (task {meta['task']['kind']}): "
+                "pre-train into another --run-dir (or checkpoint.load=) than a fine-tuning "
+                "run's")
         if meta["model"]["kind"] == "encoder" and self.config.model.kind == "t5":
             raise ckpt.CheckpointError(
                 f"{path} is an MLM encoder; a T5 run takes its encoder with "
