@@ -67,6 +67,11 @@ def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
     assert "did you mean 'model.hidden_size'" in message
 
 
+def test_a_fine_tuning_config_given_to_a_pretraining_command_says_which_command_takes_it():
+    message = error_of("examples/configs/tasks/topic_tiny.yaml")
+    assert "key 'task'" in message and "seqpt finetune" in message, message
+
+
 def test_unknown_override_suggests_full_key():
     message = error_of(None, ["trian.steps=5"])
     assert "'trian'" in message and "'train'" in message

@@ -163,7 +163,10 @@ def build(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "",
     kwargs = {}
     for name, value in data.items():
         if name not in hints or name not in fields:
-            raise ConfigError(f"unknown key; {_suggest(str(name), list(fields), prefix)}",
+            # A config class names the top-level sections of other configs and who takes them.
+            elsewhere = getattr(cls, "SECTIONS_OF_OTHER_CONFIGS", {}).get(name)
+            raise ConfigError(elsewhere if elsewhere and not prefix else
+                              f"unknown key; {_suggest(str(name), list(fields), prefix)}",
                               key=f"{prefix}{name}", source=source)
         kwargs[name] = _coerce(_over_default(fields[name], value), hints[name],
                                f"{prefix}{name}", source)

@@ -7,6 +7,7 @@ Each section checks itself in ``validate()``; the loader adds the file and the d
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -268,6 +269,10 @@ class InitConfig:
 @dataclass
 class RunConfig:
     """Everything one training run needs; written resolved into the run directory."""
+
+    # Top-level sections of the configs other commands take (the loader's error names them).
+    SECTIONS_OF_OTHER_CONFIGS: typing.ClassVar[dict[str, str]] = {
+        "task": "a fine-tuning config (it has a task section); run it with seqpt finetune"}
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
