@@ -251,7 +251,7 @@ def test_bad_input_is_refused_clearly_and_nothing_is_half_written(runs, exported
     assert "no checkpoint" in capsys.readouterr().err
     assert _export(runs["t5"], tmp_path / "out", "--as", "encoder") == 2
     err = capsys.readouterr().err
-    assert "seq2seq model" in err and "extract-encoder" in err
+    assert "holds a model of kind seq2seq" in err and "extract-encoder" in err
     # MegatronBertForSequenceClassification pools the first token, not the mean.
     assert _export(runs["mean_classifier"], tmp_path / "out") == 2
     err = capsys.readouterr().err
