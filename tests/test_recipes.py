@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+import yaml
+from megatron.core import dist_checkpointing
 
 from megatron_seqpt import cli
 from megatron_seqpt.config import dump
@@ -13,6 +15,7 @@ from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.forward import t5_attention_masks
 from megatron_seqpt.recipes import convert
 from megatron_seqpt.recipes.demo import DemoSettings, run_demo
+from megatron_seqpt.training import checkpoint as ckpt
 from megatron_seqpt.training.loop import Trainer
 from megatron_seqpt.training.metrics import read_metrics
 from tests.recipe_runs import trained
@@ -77,6 +80,32 @@ def test_extracted_encoder_equals_the_t5_encoder(single_process, recipe_root, ca
     mlm = encoder.modules[0]
     assert torch.equal(mlm.output_layer.bias, t5.modules[0].output_layer.bias)
     assert torch.equal(mlm.lm_head.dense.weight, torch.eye(mlm.lm_head.dense.weight.shape[0]))
+
+
+def test_an_encoder_is_extracted_from_a_fine_tuned_seq2seq_run(single_process, recipe_root,
+                                                              cache_dir, tmp_path):
+    """A seq2seq fine-tuning run's checkpoint holds a T5 like a pre-training run's; its config
+    is a fine-tuning one (extraction read it as a pre-training config: 'unknown key
+    init.from_run'). The extracted encoder is a pre-training run's, with the tuned weights."""
+    tuned = tmp_path / "tuned"
+    assert cli.main(["finetune", "--run-dir", str(tuned), "--init",
+                     str(trained("t5", recipe_root)), "--no-evaluate", "task.builtin=restore",
+                     "task.epochs=null", "train.steps=1", "optim.lr=1e-2",
+                     "logging.tensorboard=false"]) == 0
+    convert.extract_encoder(tuned, tmp_path / "extracted", head="new")
+    written = yaml.safe_load((tmp_path / "extracted" / "config.yaml").read_text())
+    assert "task" not in written and written["model"]["kind"] == "encoder"
+    trainer_for("encoder", cache_dir, tmp_path / "enc", single_process,
+                [f"checkpoint.load={tmp_path / 'extracted'}"])  # an MLM run starts from it
+    tuned_tensors, extracted, pretrained = (
+        dist_checkpointing.load_plain_tensors(str(ckpt.resolve(path)))
+        for path in (tuned, tmp_path / "extracted", trained("t5", recipe_root)))
+    taken = [name for name in tuned_tensors if name.startswith(("embedding.", "encoder."))]
+    assert taken
+    for name in taken:
+        assert torch.equal(extracted[name], tuned_tensors[name]), name
+    assert not torch.equal(extracted["embedding.word_embeddings.weight"],
+                           pretrained["embedding.word_embeddings.weight"])  # the tuned ones
 
 
 def test_mismatched_encoder_is_refused(single_process, recipe_root, cache_dir, tmp_path):

@@ -17,6 +17,7 @@ from megatron_seqpt.recipes import extract
 from megatron_seqpt.recipes.weights import save_weights
 from megatron_seqpt.runtime import distributed
 from megatron_seqpt.runtime.log import log
+from megatron_seqpt.tasks.pretrained import run_config
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 from megatron_seqpt.training import checkpoint as ckpt
 from megatron_seqpt.training import initialization
@@ -71,7 +72,7 @@ def extract_encoder(seq2seq: Path, output: Path, head: extract.Head,
     _check_output(output, force)
     source = ckpt.resolve(seq2seq)
     meta = extract.check_seq2seq(source)
-    config = extract.encoder_config(load_run_config(source / "config.yaml"))
+    config = extract.encoder_config(run_config(source))
     vocab = meta["model"]["vocab_size"]
     modules = _build(config, vocab, meta.get("precision", "fp32"))
     try:

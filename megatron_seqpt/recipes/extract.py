@@ -12,7 +12,6 @@ from typing import Literal
 import torch
 
 from megatron_seqpt.config import RunConfig
-from megatron_seqpt.config.schema import CheckpointConfig, FreezeConfig, InitConfig
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.training import checkpoint as ckpt
 from megatron_seqpt.training.initialization import load_parts
@@ -22,11 +21,14 @@ Head = Literal["new", "from-t5"]
 
 
 def encoder_config(t5: RunConfig) -> RunConfig:
-    """The MLM encoder run that continues from the extraction: T5's encoder shape and data,
-    default training settings otherwise."""
+    """The MLM encoder run that continues from the extraction: T5's encoder shape, data,
+    parallelism and logging; from a pre-training run its optimizer and length too, else
+    (a seq2seq fine-tuning run, whose task section has no place here) pre-training's
+    defaults."""
     model = dataclasses.replace(t5.model, kind="encoder", encoder_mlm_weight=0.0)
-    return dataclasses.replace(t5, model=model, freeze=FreezeConfig(),
-                               checkpoint=CheckpointConfig(), init=InitConfig())
+    kept = ("data", "parallel", "logging") + (("optim", "train") if type(t5) is RunConfig
+                                              else ())
+    return RunConfig(model=model, **{name: getattr(t5, name) for name in kept})
 
 
 def check_seq2seq(path: Path) -> dict:
