@@ -3,6 +3,7 @@ counts and tokens match the input, any worker count writes the same bytes, bad i
 by file and line (or counted), and a failed or interrupted run leaves no output behind."""
 
 import gc
+import gzip
 import json
 import os
 import random
@@ -370,6 +371,25 @@ def test_error_messages_say_what_to_do(tmp_path):
     text.write_bytes("Erste Zeile.\n\nZweite \xfcber.\n".encode("latin-1"))
     with pytest.raises(CorpusError, match=r"de.txt:3: bytes that are not UTF-8 .*iconv"):
         preprocess([text], tmp_path / "x", tokenizer_model(), progress=False)
+
+
+@pytest.mark.parametrize("compress, says", [
+    (gzip.compress, "gzip-compressed; decompress it first (gunzip -k"),
+    (lambda data: bytes.fromhex("28b52ffd") + data, "zstd-compressed; decompress it first "
+                                                    "(unzstd")])
+def test_a_compressed_input_is_refused_saying_how_to_read_it(compress, says, tmp_path):
+    """Corpora come compressed (.jsonl.gz, .jsonl.zst); such a file was read as text and
+    refused as 'not UTF-8' with the advice to convert it from LATIN1."""
+    path = tmp_path / "corpus.jsonl.gz"
+    path.write_bytes(compress(CORPUS.read_bytes()))
+    with pytest.raises(UserError, match=re.escape(f"{path} is {says}")):
+        preprocess([path], tmp_path / "x", tokenizer_model(), progress=False)
+    with pytest.raises(UserError, match="--input /dev/stdin"):
+        preprocess([path], tmp_path / "x", tokenizer_model(), progress=False)
+    with pytest.raises(UserError, match=re.escape(f"{path} is {says}")):
+        prepare(DataConfig(corpus=[str(path)], cache_dir=str(tmp_path / "cache")),
+                progress=False)
+    assert not list(tmp_path.glob("x*"))
 
 
 def test_text_files_hold_one_document_per_line_in_the_files_language(sp, tmp_path):

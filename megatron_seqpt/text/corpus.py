@@ -127,8 +127,18 @@ def default_corpus_path() -> Path:
                     / "resources" / "corpus" / "udhr.jsonl"))
 
 
+# Compressed formats corpora come in: a pattern of their first bytes (none valid UTF-8 text
+# but bzip2's, matched up to its first block's magic), and the commands that decompress.
+_COMPRESSED = ((re.compile(rb"\x1f\x8b"), "gzip", "gunzip -k", "zcat"),
+               (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd", "unzstd", "zstdcat"),
+               (re.compile(rb"BZh[1-9](?:\x31\x41\x59\x26\x53\x59|\x17\x72\x45\x38\x50\x90)"),
+                "bzip2", "bunzip2 -k", "bzcat"),
+               (re.compile(rb"\xfd7zXZ\x00"), "xz", "unxz -k", "xzcat"))
+
+
 def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """The input files as paths, or an error naming the first that cannot be read."""
+    """The input files as paths, or an error naming the first that cannot be read (a
+    compressed file is read as text otherwise, and refused as 'not UTF-8')."""
     checked = [Path(p).expanduser() for p in paths]
     if not checked:
         raise UserError("no input files given (--input FILE [FILE ...])")
@@ -136,7 +146,19 @@ def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
         # Not is_file(): a named pipe is a fine input where one pass is enough.
         if not path.exists() or path.is_dir():
             raise UserError(f"input file {path} does not exist or is a directory")
+        if path.is_file():
+            _check_not_compressed(path)
     return checked
+
+
+def _check_not_compressed(path: Path) -> None:
+    with open(path, "rb") as file:
+        start = file.read(10)
+    for magic, name, decompress, to_stdout in _COMPRESSED:
+        if magic.match(start):
+            raise UserError(f"{path} is {name}-compressed; decompress it first ({decompress} "
+                            f"{path}), or stream it into the tools: {to_stdout} {path} | "
+                            "seqpt preprocess --input /dev/stdin ... (also train-tokenizer)")
 
 
 # A language code (ISO 639 and BCP 47-like: de, deu, zh_Hans, pt-BR); a file named otherwise
