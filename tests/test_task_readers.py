@@ -1,6 +1,7 @@
 """Downstream task readers on small files in each format: what they read, the exact message for
 each kind of bad record, skipping, and train/validation/test splits."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -303,6 +304,15 @@ def test_missing_file_directory_and_bad_arguments(tmp_path):
         read_task_file(path, "ner")
     with pytest.raises(UserError, match="on_error must be one of fail, skip; got 'ignore'"):
         read_task_file(path, "classification", on_error="ignore")
+
+
+def test_a_compressed_task_file_is_refused_naming_how_to_decompress_it(tmp_path):
+    """It was read as text: 'bytes that are not UTF-8', with the advice to convert it."""
+    path = tmp_path / "train.jsonl.gz"
+    path.write_bytes(gzip.compress(GOOD_CLS.encode()))
+    with pytest.raises(UserError, match=rf"^{path} is gzip-compressed; decompress it first "
+                                        rf"\(gunzip -k {path}\)$"):
+        read_task_file(path, "classification")
 
 
 def test_byte_order_mark_and_crlf_line_ends_are_read(tmp_path):

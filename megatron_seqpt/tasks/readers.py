@@ -38,7 +38,7 @@ from megatron_seqpt.tasks.examples import (
     TaggingExample,
     TaskKind,
 )
-from megatron_seqpt.text.corpus import OnError, Skips
+from megatron_seqpt.text.corpus import OnError, Skips, check_not_compressed
 from megatron_seqpt.tokenizer.no_space_script import is_no_space_char
 
 TagColumn = Literal["upos", "xpos"]
@@ -136,6 +136,7 @@ def _task_file(path: str | Path) -> Path:
                         "two-column CoNLL)")
     if not file.exists():
         raise UserError(f"task data file {file} does not exist")
+    check_not_compressed(file)
     return file
 
 

@@ -147,18 +147,21 @@ def check_inputs(paths: Iterable[str | Path]) -> list[Path]:
         if not path.exists() or path.is_dir():
             raise UserError(f"input file {path} does not exist or is a directory")
         if path.is_file():
-            _check_not_compressed(path)
+            check_not_compressed(path, streamed=True)
     return checked
 
 
-def _check_not_compressed(path: Path) -> None:
+def check_not_compressed(path: Path, streamed: bool = False) -> None:
+    """Refuse a compressed file naming the command that decompresses it (``streamed``: and
+    how to pipe it into the corpus tools)."""
     with open(path, "rb") as file:
         start = file.read(10)
     for magic, name, decompress, to_stdout in _COMPRESSED:
         if magic.match(start):
+            stream = (f", or stream it into the tools: {to_stdout} {path} | seqpt preprocess "
+                      "--input /dev/stdin ... (also train-tokenizer)") if streamed else ""
             raise UserError(f"{path} is {name}-compressed; decompress it first ({decompress} "
-                            f"{path}), or stream it into the tools: {to_stdout} {path} | "
-                            "seqpt preprocess --input /dev/stdin ... (also train-tokenizer)")
+                            f"{path}){stream}")
 
 
 # A language code (ISO 639 and BCP 47-like: de, deu, zh_Hans, pt-BR); a file named otherwise
