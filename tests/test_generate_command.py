@@ -1,6 +1,9 @@
 """``seqpt generate`` as a user runs it, on a tiny trained T5 run: an output it could not write
 is refused before any work, a failed write leaves nothing behind, sources longer than the
-model reads are cut with a note, and a length penalty that ranks nothing is refused."""
+model reads are cut with a note, and a length penalty that ranks nothing or a compressed input
+is refused."""
+
+import gzip
 
 import pytest
 
@@ -71,3 +74,10 @@ def test_a_step_without_a_checkpoint_is_named_as_the_flag_the_user_gave(t5_run, 
     assert generate(t5_run, sources, "--step", "999") == 2
     error = capsys.readouterr().err
     assert "no complete checkpoint at step 999 (--step)" in error and "step_0000006" in error
+
+
+def test_a_compressed_input_is_refused_naming_how_to_decompress_it(tmp_path, capsys):
+    sources = tmp_path / "sources.txt.gz"
+    sources.write_bytes(gzip.compress("\n".join(SOURCES).encode()))
+    assert generate(tmp_path / "no_run", sources) == 2
+    assert f"{sources} is gzip-compressed; decompress it first" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.files import checked_output_file, publish_files
+from megatron_seqpt.text.corpus import check_not_compressed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,7 @@ def _read(path: str) -> tuple[list[str], list[dict] | None]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--input {path} does not exist")
+    check_not_compressed(file)
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
