@@ -91,9 +91,10 @@ def _grid_settings(scale_name: str, tasks: dict[str, str], overrides: Sequence[s
     file with the hash of what it holds) and the overrides; not the seeds, whose runs are
     each their own."""
     def identity(task: str) -> str:
+        # A task file by what it holds: the same file named from another directory is the same.
         path = Path(task)
         if task.endswith((".yaml", ".yml")) and path.is_file():
-            return f"{task} (sha256 {file_sha256(path)[:12]})"
+            return f"{path.name} (sha256 {file_sha256(path)[:12]})"
         return task
 
     return {"--scale": scale_name,
