@@ -315,3 +315,39 @@ def test_a_run_directory_of_the_other_kind_is_refused_naming_it(encoder_run, sin
     assert cli.main(["pretrain", "--config", str(encoder_run / "config.yaml"), "--run-dir",
                      str(finetuned), "train.steps=2"]) == 2
     assert "holds a fine-tuning checkpoint (task classification)" in capsys.readouterr().err
+
+
+def test_a_run_with_nothing_held_back_trains_and_says_there_is_nothing_to_score(
+        encoder_run, single_process, tmp_path, capsys):
+    """task.split=100,0,0 and no validation or test file: scoring crashed in sacrebleu or the
+    metrics on no examples (an IndexError after the whole training)."""
+    data = tmp_path / "all.jsonl"
+    data.write_text("".join(json.dumps({"text": f"text {i}", "label": "ab"[i % 2]}) + "\n"
+                            for i in range(20)))
+    run_dir = tmp_path / "run"
+    assert finetune(run_dir, encoder_run, "--task-kind", "classification", "--train-file",
+                    str(data), "task.split=100,0,0", "task.epochs=null", "train.steps=1") == 0
+    said = "".join(capsys.readouterr())
+    assert "nothing to score" in said and "--test-file" in said, said
+    assert not (run_dir / "eval.json").exists()
+    assert cli.main(["evaluate", "--run", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "nothing to score" in error and "Traceback" not in error
+    assert cli.main(["evaluate", "--run", str(run_dir), "--test-file", str(data)]) == 0
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("task.generation.max_new_tokens=100000", "model.max_position_embeddings"),
+    ("task.generation.length_penalty=nan", "length_penalty"),
+    ("task.eval_examples=-1", "eval_examples")])
+def test_scoring_settings_that_would_fail_after_training_are_refused_before(
+        setting, says, t5_run, single_process, tmp_path, capsys):
+    data = tmp_path / "copy.jsonl"
+    data.write_text("".join(json.dumps({"source": f"word {i}", "target": f"word {i}"}) + "\n"
+                            for i in range(20)))
+    run_dir = tmp_path / "run"
+    assert finetune(run_dir, t5_run, "--task-kind", "seq2seq", "--train-file", str(data),
+                    "task.epochs=null", "train.steps=1", setting) == 2
+    error = capsys.readouterr().err
+    assert says in error and setting.split("=")[0] in error, error
+    assert not run_dir.exists()

@@ -54,8 +54,17 @@ def run(args: argparse.Namespace) -> int:
         if not one_process:
             print(f"score the model with: seqpt evaluate --run {args.run_dir}")
             return 0
-        from megatron_seqpt.tasks.evaluate import EVAL_FILE, evaluate_run, format_table
+        from megatron_seqpt.tasks.evaluate import (
+            EVAL_FILE,
+            NothingToScore,
+            evaluate_run,
+            format_table,
+        )
 
-        print(format_table(evaluate_run(args.run_dir)))
+        try:
+            print(format_table(evaluate_run(args.run_dir)))
+        except NothingToScore as nothing:
+            print(f"[seqpt] trained; {nothing}")
+            return 0
         print(f"written to {args.run_dir}/{EVAL_FILE}")
     return 0

@@ -4,6 +4,7 @@ pre-trained run the task model starts from, so a task config names only what is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -30,6 +31,9 @@ class GenerationSettings:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError(f"must be at least 1 (or null), got {self.max_new_tokens}",
                               key="max_new_tokens")
+        if not math.isfinite(self.length_penalty):
+            raise ConfigError(f"must be a finite number, got {self.length_penalty}",
+                              key="length_penalty")
 
 
 @dataclass
@@ -85,6 +89,9 @@ class TaskConfig:
             raise ConfigError(f"must be in [0, 1), got {self.head_dropout}", key="head_dropout")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ConfigError("labels must be distinct", key="labels")
+        if self.eval_examples < 0:
+            raise ConfigError(f"must be at least 0, got {self.eval_examples}",
+                              key="eval_examples")
 
 
 @dataclass
@@ -122,6 +129,13 @@ class FinetuneConfig(RunConfig):
         if self.init.from_run and self.checkpoint.load:
             raise ConfigError("give init.from_run or checkpoint.load, not both",
                               key="init.from_run")
+        new_tokens = self.task.generation.max_new_tokens
+        if new_tokens is not None and new_tokens > self.model.max_position_embeddings:
+            # Scoring would refuse it after the whole training.
+            raise ConfigError(f"task.generation.max_new_tokens {new_tokens} does not fit the "
+                              f"model's model.max_position_embeddings "
+                              f"{self.model.max_position_embeddings}",
+                              key="task.generation.max_new_tokens")
         if self.parallel.pipeline_model_parallel_size > 1:
             raise ConfigError("fine-tuning runs with tensor and data parallelism only; set "
                               "parallel.pipeline_model_parallel_size=1",

@@ -33,6 +33,10 @@ from megatron_seqpt.tasks.workload import FinetuneWorkload
 EVAL_FILE = "eval.json"
 
 
+class NothingToScore(UserError):
+    """The run holds no examples back and no file was given: there is nothing to score."""
+
+
 def _gold(example: Example):
     if isinstance(example, ClassificationExample):
         return example.label
@@ -134,6 +138,11 @@ def evaluate_run(run_dir: str | Path, *, test_file: Optional[str] = None,
         raise UserError(f"{run_dir} is a pre-training run; fine-tune it first (seqpt finetune "
                         f"--init {run_dir} ...) and evaluate the fine-tuned run")
     split, source, examples, train = _examples_to_score(found.config, test_file)
+    if not examples:
+        raise NothingToScore(f"{run_dir}: nothing to score: task.split "
+                             f"{found.config.task.split} holds no examples back and the task "
+                             "names no validation or test file; score a file with seqpt "
+                             f"evaluate --run {run_dir} --test-file FILE")
     try:
         loaded = load_run(found)
         workload = FinetuneWorkload(loaded.config)
