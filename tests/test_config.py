@@ -121,6 +121,18 @@ def test_settings_that_would_fail_or_do_nothing_later_are_refused():
     assert "freeze.encoder.unfreeze_at_step 100" in message and "train.steps 100" in message
 
 
+@pytest.mark.parametrize("override", [
+    "optim.lr=inf", "optim.weight_decay=-1", "optim.weight_decay=nan", "optim.adam_beta1=1.5",
+    "optim.adam_beta2=-0.1", "optim.adam_eps=-1", "optim.clip_grad=nan", "optim.clip_grad=-1",
+    "model.init_method_std=-1", "model.init_method_std=nan", "freeze.encoder.lr_mult=nan",
+    "freeze.encoder.lr_mult=inf", "model.encoder_mlm_weight=nan"])
+def test_optimizer_and_initialisation_settings_torch_would_refuse_or_break_on(override):
+    """torch refused some with a traceback at start (betas, weight decay, the init std); NaN
+    passed every 'at least' check and made a run that diverged or never clipped."""
+    message = error_of(None, [override])
+    assert f"command-line override '{override}'" in message, message
+
+
 def test_file_problems(tmp_path):
     assert "config file not found" in error_of(tmp_path / "missing.yaml")
     assert "not valid YAML" in error_of(write(tmp_path, "model: [unclosed\n"))

@@ -339,8 +339,9 @@ def test_a_run_with_nothing_held_back_trains_and_says_there_is_nothing_to_score(
 @pytest.mark.parametrize("setting, says", [
     ("task.generation.max_new_tokens=100000", "model.max_position_embeddings"),
     ("task.generation.length_penalty=nan", "length_penalty"),
-    ("task.eval_examples=-1", "eval_examples")])
-def test_scoring_settings_that_would_fail_after_training_are_refused_before(
+    ("task.eval_examples=-1", "eval_examples"), ("task.epochs=nan", "epochs"),
+    ("task.epochs=inf", "epochs")])
+def test_settings_that_would_fail_late_are_refused_before_training(
         setting, says, t5_run, single_process, tmp_path, capsys):
     data = tmp_path / "copy.jsonl"
     data.write_text("".join(json.dumps({"source": f"word {i}", "target": f"word {i}"}) + "\n"

@@ -82,7 +82,7 @@ class TaskConfig:
         if self.builtin is None and self.kind is None:
             raise ConfigError("give the task kind (--task-kind or task.kind: classification, "
                               "tagging or seq2seq)", key="kind")
-        if self.epochs is not None and self.epochs <= 0:
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
             raise ConfigError(f"must be positive (or null for train.steps), got {self.epochs}",
                               key="epochs")
         if not 0.0 <= self.head_dropout < 1.0:
