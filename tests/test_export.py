@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from megatron_seqpt import cli
+from megatron_seqpt.config import dump
 from megatron_seqpt.export import parity
 from megatron_seqpt.export.hf_export import load_run_model
 from megatron_seqpt.runtime.local_ranks import run_ranks
@@ -22,6 +23,7 @@ from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokeni
 from megatron_seqpt.training import checkpoint as ckpt
 from tests.prepared_data import prepared_corpus
 from tests.recipe_runs import trained
+from tests.run_configs import tiny_config
 
 transformers = pytest.importorskip("transformers")
 load_file = pytest.importorskip("safetensors.torch").load_file
@@ -241,6 +243,39 @@ def test_export_then_import_gives_back_the_same_weights(name, runs, exported, si
                          "train.micro_batch_size=4", "train.eval_steps=1", *QUIET]) == 0
         result = json.loads((run_dir / "result.json").read_text())
         assert result["status"] == "completed" and result["valid_loss"] is not None
+
+
+def test_a_bf16_run_exports_its_bf16_weights_and_imports_back_bit_for_bit(single_process,
+                                                                           tmp_path):
+    """bf16 training runs on the CPU too: the export holds the run's bf16 weights (the same
+    logits as the project's model once both are fp32), and importing it gives them back."""
+    config = tmp_path / "t5_bf16.yaml"
+    dump(tiny_config("t5", tmp_path / "cache", ["train.precision=bf16", "train.steps=3",
+                                                "optim.lr=1e-2"]), config)
+    run_dir = tmp_path / "run"
+    assert cli.main(["pretrain", "--config", str(config), "--run-dir", str(run_dir),
+                     *QUIET]) == 0
+    assert _export(run_dir, tmp_path / "hf") == 0
+    saved = load_file(tmp_path / "hf" / "model.safetensors")
+    assert {tensor.dtype for tensor in saved.values()} == {torch.bfloat16}
+    hf = AUTO["t5"].from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    assert hf.dtype == torch.bfloat16
+    loaded = load_run_model(run_dir, None)
+    batch = parity.make_batch(_held_out_texts(), loaded.tokenizer, ARCHITECTURE["t5"],
+                              loaded.config)
+    ours = parity.project_logits(loaded.model.float(), batch, ARCHITECTURE["t5"])
+    theirs = parity.hf_logits(hf.float(), batch)
+    real = parity.real_positions(batch, ours)
+    assert (ours[real] - theirs[real]).abs().max() < 1e-4 * max(1.0, ours.abs().max().item())
+    assert cli.main(["import", "hf", "--model", str(tmp_path / "hf"), "--config", str(config),
+                     "--output", str(tmp_path / "imported")]) == 0
+    original = _plain_tensors(ckpt.resolve(run_dir))
+    imported = _plain_tensors(ckpt.resolve(tmp_path / "imported"))
+    model_keys = [k for k in imported if not k.startswith("encoder_mlm_")]
+    assert len(model_keys) > 20
+    for key in model_keys:
+        assert imported[key].dtype == torch.bfloat16 and torch.equal(imported[key],
+                                                                      original[key]), key
 
 
 def test_bad_input_is_refused_clearly_and_nothing_is_half_written(runs, exported, tmp_path,
