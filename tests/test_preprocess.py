@@ -23,6 +23,7 @@ import pytest
 import sentencepiece as spm
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+from megatron_seqpt import cli
 from megatron_seqpt.config.schema import DataConfig
 from megatron_seqpt.data import preprocess as preprocess_module
 from megatron_seqpt.data.chunk_encoding import ChunkEncoder, EncoderSettings, _Submitted
@@ -757,3 +758,16 @@ def test_records_that_name_no_language_under_the_key_are_noted(tmp_path, capsys,
     assert capsys.readouterr().err.count(note) == (2 if noted else 0)
     assert [d.lang for d in summary.datasets] == [
         "en" if lang_key == "language" else Path(name).stem]
+
+
+@pytest.mark.parametrize("command", [["train-tokenizer", "--vocab-size", "400"],
+                                     ["preprocess", "--tokenizer-model", "x.model"]])
+def test_an_output_prefix_that_names_a_directory_is_refused(command, tmp_path, capsys):
+    """'out/' wrote out.model beside the directory (train-tokenizer) or files named
+    out/_en_text_document.* (preprocess): neither where the user looked."""
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main([command[0], "--input", str(CORPUS), "--output-prefix", f"{tmp_path}/out/",
+                  *command[1:]])
+    assert exit_code.value.code == 2
+    assert "give a file prefix, e.g." in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

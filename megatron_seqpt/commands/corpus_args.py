@@ -1,6 +1,8 @@
 """Arguments for reading a raw corpus, shared by ``train-tokenizer`` and ``preprocess``."""
 
 import argparse
+import os
+from typing import Callable
 
 from megatron_seqpt.text.corpus import SKIP_REASONS
 
@@ -32,3 +34,17 @@ def corpus_keywords(args: argparse.Namespace) -> dict:
     """The reading options as keyword arguments of train_tokenizer() and preprocess()."""
     return dict(json_keys=args.json_keys, lang_key=args.lang_key, lang=args.lang,
                 on_error=args.on_error, punkt_dir=args.punkt_dir, progress=not args.quiet)
+
+
+def output_prefix(example: str) -> Callable[[str], str]:
+    """The type of an ``--output-prefix``: a path and the start of file names, not a directory
+    ('out/' wrote out.model beside it, or out/_en_text_document.*); ``example``: a file name
+    to suggest."""
+    def checked(value: str) -> str:
+        if value.endswith((os.sep, "/")):
+            raise argparse.ArgumentTypeError(
+                f"{value!r} names a directory; give a file prefix, e.g. "
+                f"{value.rstrip(os.sep + '/') or '.'}/{example}")
+        return value
+
+    return checked

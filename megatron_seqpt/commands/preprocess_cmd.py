@@ -3,12 +3,17 @@ PREFIX_<lang>_<key>_sentence (or _document) .bin/.idx, one per language."""
 
 import argparse
 
-from megatron_seqpt.commands.corpus_args import add_corpus_arguments, corpus_keywords
+from megatron_seqpt.commands.corpus_args import (
+    add_corpus_arguments,
+    corpus_keywords,
+    output_prefix,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_corpus_arguments(parser)
     parser.add_argument("--output-prefix", required=True, metavar="PREFIX",
+                        type=output_prefix("corpus"),
                         help="writes PREFIX_<lang>_<key>_{sentence,document}.bin/.idx")
     parser.add_argument("--tokenizer-model", required=True, metavar="M.model",
                         help="sentencepiece model (from train-tokenizer)")

@@ -3,7 +3,11 @@ languages, trained on a temperature-balanced sample, with the project's special 
 
 import argparse
 
-from megatron_seqpt.commands.corpus_args import add_corpus_arguments, corpus_keywords
+from megatron_seqpt.commands.corpus_args import (
+    add_corpus_arguments,
+    corpus_keywords,
+    output_prefix,
+)
 from megatron_seqpt.tokenizer.special_tokens import DEFAULT_NUM_SENTINELS
 
 
@@ -12,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-size", type=int, required=True, metavar="N",
                         help="pieces in the vocabulary, special tokens included")
     parser.add_argument("--output-prefix", required=True, metavar="PREFIX",
+                        type=output_prefix("tokenizer"),
                         help="writes PREFIX.model and PREFIX.vocab")
     parser.add_argument("--sampling-alpha", type=float, default=0.3, metavar="A",
                         help="language temperature: a language with share p of the corpus gets "
