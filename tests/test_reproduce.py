@@ -171,3 +171,11 @@ def test_continuing_a_reproduction_with_other_settings_is_refused(single_process
         assert named in error and "new --output-dir" in error, error
     assert cli.main([*command, "--scale", "micro", "--seeds", "2"]) == 0
     assert "pretrain/mlm: complete, skipped" in "".join(capsys.readouterr())
+
+
+@pytest.mark.parametrize("command", [["reproduce", "--scale", "micro"], ["demo"]])
+def test_an_output_dir_that_is_a_file_is_refused_naming_it(command, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    assert cli.main([command[0], "--output-dir", str(taken), *command[1:]]) == 2
+    assert f"--output-dir {taken} is a file" in capsys.readouterr().err

@@ -22,6 +22,9 @@ SETTINGS_FILE = "settings.json"
 def keep_or_check(output: Path, settings: Mapping[str, object]) -> None:
     """Refuse ``settings`` (each named as the user gives it, a flag or ``overrides``, with a
     JSON value) if ``output`` was made with others; keep them there if it holds none yet."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output-dir {output} is a file; name a new or an earlier output "
+                        "directory")
     kept = output / SETTINGS_FILE
     settings = json.loads(json.dumps(settings))  # as read back: lists, not tuples
     if kept.is_file():
