@@ -25,6 +25,14 @@ def require_at_least(section, minimum: float, *names: str) -> None:
                               key=name)
 
 
+def require_positive(section, *names: str) -> None:
+    """Each named field of ``section`` must be a finite number > 0."""
+    for name in names:
+        value = getattr(section, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"must be a positive number, got {value}", key=name)
+
+
 def require_in(section, low: float, high: float, *names: str) -> None:
     """Each named field of ``section`` must lie in [low, high)."""
     for name in names:
@@ -80,11 +88,9 @@ class ModelConfig:
                     f"{name}.num_attention_heads {stack.num_attention_heads}; change one so that "
                     "each head gets hidden_size / heads channels",
                     key=f"{name}.num_attention_heads")
-        require_in(self, 0.0, 1.0, "hidden_dropout", "attention_dropout")
+        require_in(self, 0, 1, "hidden_dropout", "attention_dropout")
         require_at_least(self, 0, "encoder_mlm_weight")
-        if not (math.isfinite(self.init_method_std) and self.init_method_std > 0):
-            raise ConfigError(f"must be a positive number, got {self.init_method_std}",
-                              key="init_method_std")
+        require_positive(self, "init_method_std")
         if self.vocab_size is not None and self.vocab_size < 1:
             raise ConfigError(f"must be at least 1 (or null for the tokenizer's), got "
                               f"{self.vocab_size}", key="vocab_size")
@@ -183,15 +189,14 @@ class OptimConfig:
     decay_style: Literal["constant", "linear", "cosine", "inverse-square-root"] = "linear"
 
     def validate(self) -> None:
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"must be a positive number, got {self.lr}", key="lr")
+        require_positive(self, "lr")
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"must be between 0 and optim.lr ({self.lr}), got {self.min_lr}",
                               key="min_lr")
         # torch's AdamW refuses these at start (a traceback), or NaN makes every step NaN;
         # clip_grad 0 turns clipping off.
         require_at_least(self, 0, "warmup_steps", "weight_decay", "adam_eps", "clip_grad")
-        require_in(self, 0.0, 1.0, "adam_beta1", "adam_beta2")
+        require_in(self, 0, 1, "adam_beta1", "adam_beta2")
 
 
 @dataclass

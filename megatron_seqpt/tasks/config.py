@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from megatron_seqpt.config.loader import ConfigError
-from megatron_seqpt.config.schema import InitConfig, OptimConfig, RunConfig, TrainConfig
+from megatron_seqpt.config.schema import (
+    InitConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    require_in,
+)
 from megatron_seqpt.tasks.examples import TaskKind
 
 
@@ -85,8 +91,7 @@ class TaskConfig:
         if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
             raise ConfigError(f"must be positive (or null for train.steps), got {self.epochs}",
                               key="epochs")
-        if not 0.0 <= self.head_dropout < 1.0:
-            raise ConfigError(f"must be in [0, 1), got {self.head_dropout}", key="head_dropout")
+        require_in(self, 0, 1, "head_dropout")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ConfigError("labels must be distinct", key="labels")
         if self.eval_examples < 0:
