@@ -13,6 +13,11 @@ reshuffled for each repetition), trains a tokenizer on the default corpus, and m
   at its best (garbage collector off, one call or preprocessing's batches, lists or numpy
   output), measured again next to each run (this machine's speed drifts; ratios use the
   adjacent one);
+- the bound of sentence mode: sentencepiece's rate the same way on the sentences of those texts
+  (split as preprocessing splits them, Punkt learned from each language's first
+  DEFAULT_SAMPLE_CHARS), over the ceiling. Each sentence is an item sentencepiece encodes on its
+  own, so on short sentences it runs below its rate on whole documents: this is the most a
+  worker can reach in sentence mode with the splitting free;
 - ``preprocess`` tokens/s with each worker count, per document and with sentence splitting, and
   its ratio to (workers x ceiling); sentence splitting also without its fixed cost of learning
   Punkt per language ("steady": the learning time, summed over the workers that learned,
@@ -54,6 +59,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from megatron_seqpt.data.chunk_encoding import OVERLAP_CHARS  # noqa: E402
 from megatron_seqpt.data.preprocess import preprocess  # noqa: E402
 from megatron_seqpt.text.corpus import default_corpus_path  # noqa: E402
+from megatron_seqpt.text.sentences import (  # noqa: E402
+    SentenceSplitter,
+    learn_splitters,
+    survey_languages,
+)
 from megatron_seqpt.tokenizer.training import train_tokenizer  # noqa: E402
 
 
@@ -107,16 +117,29 @@ def ceiling(texts: list[str], model: Path) -> float:
     return max(rates)
 
 
-def corpus_texts(corpus: Path, megabytes: float) -> list[str]:
-    """The texts of the corpus' first ``megabytes``: enough for a stable rate."""
-    texts, size = [], 0
+def corpus_records(corpus: Path, megabytes: float) -> list[tuple[str, str]]:
+    """(language, text) of the corpus' first ``megabytes``: enough for a stable rate."""
+    records, size = [], 0
     with corpus.open(encoding="utf-8") as lines:
         for line in lines:
-            texts.append(json.loads(line)["text"])
+            record = json.loads(line)
+            records.append((record["lang"], record["text"]))
             size += len(line)
             if size > megabytes * 1e6:
                 break
-    return texts
+    return records
+
+
+def sentences_of(records: list[tuple[str, str]]) -> list[str]:
+    """The records' sentences as sentence mode makes them: Punkt learned per language from its
+    first texts, each language's texts split together."""
+    surveys = survey_languages(records)
+    params = learn_splitters({lang: survey.sample for lang, survey in surveys.items()})
+    by_lang: dict[str, list[str]] = {}
+    for lang, text in records:
+        by_lang.setdefault(lang, []).append(text)
+    return [sentence for lang, texts in by_lang.items()
+            for sentence in SentenceSplitter(lang, params[lang]).split_many(texts)[0]]
 
 
 def measured_run(corpus: Path, model: Path, output: Path, workers: int, split: bool) -> dict:
@@ -182,16 +205,19 @@ def main() -> None:
         root = Path(tmp)
         model = train_tokenizer([default_corpus_path()], 4000, root / "tok", progress=False)
         corpus = args.corpus or make_corpus(root / "corpus.jsonl", args.mb)
-        texts = corpus_texts(corpus, 10)
+        records = corpus_records(corpus, 10)
+        texts = [text for _, text in records]
+        sentences = sentences_of(records)
         print(f"corpus {corpus.stat().st_size / 1e6:.1f} MB; ratios are tokens/s per worker over "
               "sentencepiece's own encode rate (1 thread), the ceiling")
         print(f"{'mode':<9} {'workers':>7} {'ceiling':>11} {'tokens/s':>11} {'per worker':>11} "
-              f"{'steady/worker':>14} {'cores busy':>11} {'sp busy':>8} {'peak PSS MB':>12} "
-              f"{'reader feeds':>13}")
+              f"{'steady/worker':>14} {'sp sentences':>13} {'cores busy':>11} {'sp busy':>8} "
+              f"{'peak PSS MB':>12} {'reader feeds':>13}")
         runs = {}
         for split in (False, True):
             for workers in args.workers:
                 rate = ceiling(texts, model)
+                bound = f"{ceiling(sentences, model) / rate:.2f}" if split else "-"
                 tries = [measured_run(corpus, model, root / "out" / "x", workers, split)
                          for _ in range(args.repeat)]
                 r = runs[split, workers] = min(tries, key=lambda t: t["seconds"])
@@ -199,7 +225,8 @@ def main() -> None:
                 steady = r["tokens"] / (r["seconds"] - r["punkt_seconds"])
                 print(f"{'sentence' if split else 'document':<9} {workers:>7} {rate:>11,.0f} "
                       f"{speed:>11,.0f} {speed / workers / rate:>11.2f} "
-                      f"{steady / workers / rate:>14.2f} {r['cpu_seconds'] / r['seconds']:>11.2f} "
+                      f"{steady / workers / rate:>14.2f} {bound:>13} "
+                      f"{r['cpu_seconds'] / r['seconds']:>11.2f} "
                       f"{r['encode_seconds'] / workers / r['seconds']:>8.2f} "
                       f"{r['peak_mb']:>12.0f} {reader_feeds(r, workers):>13}")
         if args.corpus or not args.memory_mb:
