@@ -2,7 +2,7 @@
 
     python tools/convert_checkpoint.py warm-start --encoder runs/enc --config t5.yaml --output w
     python tools/convert_checkpoint.py extract-encoder --seq2seq runs/t5 --output enc
-    python tools/convert_checkpoint.py export hf --run runs/t5 --output hf/t5
+    python tools/convert_checkpoint.py export hf --run-dir runs/t5 --output hf/t5
     python tools/convert_checkpoint.py import hf --model hf/t5 --output t5_weights
 """
 

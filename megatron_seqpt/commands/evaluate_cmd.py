@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, metavar="RUN_DIR",
+    parser.add_argument("--run-dir", dest="run", required=True, metavar="RUN_DIR",
                         help="a run directory written by seqpt finetune")
     parser.add_argument("--test-file",
                         help="score these examples (the task's format) instead of the run's "

@@ -1,6 +1,6 @@
 """``seqpt export hf``: a run's model as a Hugging Face directory.
 
-    seqpt export hf --run RUN_DIR [--step N] --output DIR [--as encoder|classifier|tagger|seq2seq]
+    seqpt export hf --run-dir RUN_DIR [--step N] --output DIR [--as encoder|classifier|tagger|seq2seq]
 
 MLM encoders (also extracted and continued ones) become MegatronBertForMaskedLM, fine-tuned
 classifiers and taggers MegatronBertFor{Sequence,Token}Classification, T5 runs (pre-trained or
@@ -15,7 +15,7 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     hf = sub.add_parser("hf", help="a Hugging Face transformers directory (from_pretrained)")
-    hf.add_argument("--run", required=True, metavar="RUN_DIR",
+    hf.add_argument("--run-dir", dest="run", required=True, metavar="RUN_DIR",
                     help="a run directory (or its checkpoints/ or a step_* directory)")
     hf.add_argument("--step", type=int, help="the checkpoint at this step (default: latest)")
     hf.add_argument("--output", required=True, metavar="DIR", help="a new directory")

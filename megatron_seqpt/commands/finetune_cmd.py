@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if result.status == "completed" and not args.no_evaluate:
         if not one_process:
-            print(f"score the model with: seqpt evaluate --run {args.run_dir}")
+            print(f"score the model with: seqpt evaluate --run-dir {args.run_dir}")
             return 0
         from megatron_seqpt.tasks.evaluate import (
             EVAL_FILE,

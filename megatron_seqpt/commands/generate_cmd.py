@@ -1,6 +1,6 @@
 """``seqpt generate``: generate text with a T5 run (pre-trained or fine-tuned).
 
-    seqpt generate --run RUN --input sources.txt [--output out.txt] [--beam-size 4]
+    seqpt generate --run-dir RUN --input sources.txt [--output out.txt] [--beam-size 4]
 
 Input: one source per line (``-`` reads stdin), or a jsonl file whose records hold ``source``
 (output: the records with ``prediction`` added). Output: one generated text per line.
@@ -18,7 +18,7 @@ from megatron_seqpt.text.corpus import check_not_compressed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, metavar="T5_RUN",
+    parser.add_argument("--run-dir", dest="run", required=True, metavar="T5_RUN",
                         help="a T5 run directory (pre-training or seq2seq fine-tuning)")
     parser.add_argument("--input", required=True, metavar="FILE",
                         help="one source per line, '-' for stdin, or a .jsonl file with "

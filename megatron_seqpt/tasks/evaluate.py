@@ -142,7 +142,7 @@ def evaluate_run(run_dir: str | Path, *, test_file: Optional[str] = None,
         raise NothingToScore(f"{run_dir}: nothing to score: task.split "
                              f"{found.config.task.split} holds no examples back and the task "
                              "names no validation or test file; score a file with seqpt "
-                             f"evaluate --run {run_dir} --test-file FILE")
+                             f"evaluate --run-dir {run_dir} --test-file FILE")
     try:
         loaded = load_run(found)
         workload = FinetuneWorkload(loaded.config)
