@@ -101,6 +101,16 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
         print(f"{prog}: error: {write_error(err, err.filename, 'use')}", file=sys.stderr)
         return 1
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """A command's process group ends with it: its stages keep the one of a multi-rank launch
+    (``runtime.distributed.shutdown``). Commands that never started one import no torch here."""
+    distributed = sys.modules.get("megatron_seqpt.runtime.distributed")
+    if distributed is not None:
+        distributed.close()
 
 
 if __name__ == "__main__":

@@ -113,6 +113,39 @@ def test_two_ranks_pipeline_parallel(ranks):
     assert (r0["pp"], r1["pp"]) == ((2, 0), (2, 1))
 
 
+def _stages(layouts: list[int]) -> list[tuple[float, int]]:
+    """(Runs in a rank process.) One stage per tensor-parallel size, each started and ended as
+    a command's stages are (training then scoring, a recipe's runs); rank 1 ends each later."""
+    import time
+
+    from megatron.core import parallel_state
+
+    from megatron_seqpt.runtime import distributed
+
+    seen = []
+    for tp in layouts:
+        config = load_run_config(None, [f"parallel.tensor_model_parallel_size={tp}"])
+        ctx = distributed.initialize(config.parallel, config.model)
+        total = torch.tensor([float(ctx.rank + 1)])
+        torch.distributed.all_reduce(total)
+        seen.append((total.item(), parallel_state.get_tensor_model_parallel_world_size()))
+        if ctx.rank == 1:
+            time.sleep(0.3)
+        distributed.shutdown()
+    distributed.close()
+    return seen
+
+
+def test_the_stages_of_one_launch_start_one_after_another(ranks):
+    """A second process group in the same launch read the first one's rendezvous keys: its
+    ranks connected to addresses closed since, and every command of several stages under
+    torchrun or srun failed at its second ('Gloo connectFullMesh failed ... Connection
+    refused'): fine-tuning then scoring, every stage of seqpt reproduce after the first."""
+    r0, r1 = ranks.run(_stages, 2, [1, 2, 1])
+    assert r0 == r1 == [(3.0, 1), (3.0, 2), (3.0, 1)]
+    assert ranks.run(_stages, 2, [1])[0] == [(3.0, 1)]  # the next world: a group of its own
+
+
 def _fail_on_rank_1():
     if os.environ["RANK"] == "1":
         raise ValueError("rank 1 fails")

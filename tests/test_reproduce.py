@@ -142,6 +142,26 @@ def test_every_scale_makes_t5_rows_whose_samples_fit_the_decoder(scale, tmp_path
             check_t5_decoder_length(config.data)
 
 
+def _reproduce_command(output: str, stages: list[str]) -> int:
+    """(Runs in a rank process.) ``seqpt reproduce`` as torchrun or srun starts it on each rank;
+    the micro scale's micro-batch halved for two data-parallel ranks."""
+    return cli.main(["reproduce", "--output-dir", output, "--scale", "micro", "--seeds", "1",
+                     "train.micro_batch_size=4", "--only", *stages])
+
+
+def test_stages_run_one_after_another_in_a_launch_of_two_ranks(ranks, tmp_path):
+    """A pre-training stage, then a fine-tuning stage (training, then scoring) in one launch:
+    the second process group of the launch failed to connect (every stage after the first),
+    and both ranks wrote timings.json through the same temporary ('cannot use
+    timings.tmp: No such file or directory' on one of them)."""
+    output = tmp_path / "repro"
+    stages = ["pretrain/t5_scratch", "finetune/t5_scratch/seq2seq_full/seed1"]
+    assert ranks.run(_reproduce_command, 2, str(output), stages) == [0, 0]
+    assert set(json.loads((output / "timings.json").read_text())) == set(stages)
+    assert json.loads((output / stages[1] / "eval.json").read_text())["task"] == "seq2seq"
+    assert not [p for p in output.iterdir() if ".tmp" in p.name]
+
+
 def test_only_given_twice_runs_both_lists(tmp_path, capsys):
     """``--only A --only B`` names two stages, as ``--only A B`` does: an unknown first one is
     refused before anything runs, not dropped for the second."""

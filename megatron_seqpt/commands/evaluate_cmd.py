@@ -21,11 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from megatron_seqpt.runtime import launch_env
     from megatron_seqpt.tasks.evaluate import default_output, evaluate_run, format_table
 
     output = (Path(args.output) if args.output
               else default_output(Path(args.run), args.test_file, args.step))
     result = evaluate_run(args.run, test_file=args.test_file, step=args.step, output=output)
-    print(format_table(result))
-    print(f"written to {output}")
+    if launch_env.detect().rank == 0:
+        print(format_table(result))
+        print(f"written to {output}")
     return 0

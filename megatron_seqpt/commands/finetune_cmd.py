@@ -1,6 +1,6 @@
 """``seqpt finetune``: train a task model (classification, tagging or seq2seq) from a
 pre-trained run, on the Trainer pre-training uses (layouts, freeze groups, checkpoints,
-resume); in a one-process run, score it afterwards (``seqpt evaluate``)."""
+resume); then score it (``seqpt evaluate``), the ranks of a launch sharing the batches."""
 
 import argparse
 
@@ -45,15 +45,12 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer(config, args.run_dir, ctx, resume=True if args.resume else None,
                           workload=FinetuneWorkload(config, pretrained))
         result = trainer.run()
-        one_process = ctx.world_size == 1
+        first = ctx.rank == 0
     finally:
         distributed.shutdown()
     if result.status == "diverged":
         return 1
     if result.status == "completed" and not args.no_evaluate:
-        if not one_process:
-            print(f"score the model with: seqpt evaluate --run-dir {args.run_dir}")
-            return 0
         from megatron_seqpt.tasks.evaluate import (
             EVAL_FILE,
             NothingToScore,
@@ -61,10 +58,14 @@ def run(args: argparse.Namespace) -> int:
             format_table,
         )
 
+        # Every rank scores (they share the batches); the first writes and prints.
         try:
-            print(format_table(evaluate_run(args.run_dir)))
+            scores = evaluate_run(args.run_dir)
         except NothingToScore as nothing:
-            print(f"[seqpt] trained; {nothing}")
+            if first:
+                print(f"[seqpt] trained; {nothing}")
             return 0
-        print(f"written to {args.run_dir}/{EVAL_FILE}")
+        if first:
+            print(format_table(scores))
+            print(f"written to {args.run_dir}/{EVAL_FILE}")
     return 0

@@ -75,6 +75,7 @@ def _non_empty(lines: list[str], where: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from megatron_seqpt.runtime import launch_env
     from megatron_seqpt.tasks.generate_run import generate_from_run
     from megatron_seqpt.tasks.generation import GenerationConfig
 
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         lines = [g.replace("\n", " ") for g in generated]
     text = "".join(line + "\n" for line in lines)
+    if launch_env.detect().rank != 0:  # every rank has the whole output
+        return 0
     if output:
         publish_files({output: text.encode("utf-8")})
     else:

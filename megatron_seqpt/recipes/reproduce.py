@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from megatron_seqpt.errors import UserError
+from megatron_seqpt.files import publish_files
 from megatron_seqpt.hashing import file_sha256
 from megatron_seqpt.recipes.kept_settings import keep_or_check
 from megatron_seqpt.recipes.reproduce_grid import (
@@ -68,9 +69,8 @@ def run_reproduction(output: Path, scale_name: str = DEFAULT_SCALE, seeds: int =
 
     def done(stage: Stage, run_dir: Path, seconds: float) -> None:
         timings[stage.name] = seconds
-        tmp = timings_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(timings, indent=1) + "\n")
-        tmp.replace(timings_path)
+        if launch_env.detect().rank == 0:  # the ranks of a launch time the same stages
+            publish_files({timings_path: (json.dumps(timings, indent=1) + "\n").encode()})
 
     def settle(stage: Stage) -> Stage:
         if is_equal_compute(stage):

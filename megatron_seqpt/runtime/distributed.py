@@ -24,6 +24,11 @@ from megatron_seqpt.runtime import child_processes, cpu_compat
 from megatron_seqpt.runtime.launch_env import LaunchEnv, detect
 
 
+# The launch (init method, rank, world size) the process group was started for, by
+# ``initialize``; None when there is none or another started it.
+_group_launch: Optional[tuple[str, int, int]] = None
+
+
 class LayoutError(UserError):
     """The parallel layout does not fit the world size or the model."""
 
@@ -130,11 +135,17 @@ def initialize(parallel: ParallelConfig, model: Optional[ModelConfig] = None, se
         torch.cuda.set_device(launch.local_rank % torch.cuda.device_count())
     else:
         cpu_compat.install()
+    global _group_launch
+    started_for = (launch.init_method, launch.rank, launch.world_size)
+    if dist.is_initialized() and _group_launch not in (None, started_for):
+        # Kept from a stage of an earlier world (tests run worlds in turn in one process).
+        _destroy_process_group()
     if not dist.is_initialized():
         dist.init_process_group(
             dist_backend, init_method=launch.init_method, rank=launch.rank,
             world_size=launch.world_size,
             timeout=datetime.timedelta(minutes=parallel.timeout_minutes))
+        _group_launch = started_for
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(
@@ -147,10 +158,27 @@ def initialize(parallel: ParallelConfig, model: Optional[ModelConfig] = None, se
 
 
 def shutdown() -> None:
-    """Tear down megatron-core's groups, the process group and the CPU layer (tests start
-    several worlds in turn)."""
+    """The end of a stage: tear down megatron-core's groups and the CPU layer, and the process
+    group of a world of one. A world of several ranks keeps its process group for the next
+    stage of the same launch (training then scoring, a recipe's runs; ``initialize`` takes it
+    up with its first settings of backend and timeout) until ``close``: a second
+    ``init_process_group`` in one launch reads the first one's rendezvous keys from the
+    launcher's store, and its ranks connect to addresses closed since."""
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if dist.is_initialized() and dist.get_world_size() == 1:
+        _destroy_process_group()
     cpu_compat.uninstall()
+
+
+def close() -> None:
+    """The end of a command: ``shutdown`` and the process group of any world."""
+    shutdown()
+    if dist.is_initialized():
+        _destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    global _group_launch
+    dist.destroy_process_group()
+    _group_launch = None

@@ -3,7 +3,8 @@ baseline that reads a score against chance (the training data's most frequent la
 copying the source for seq2seq), overall and per language; written to RUN/eval.json (another
 file or step: a file of its own, ``default_output``).
 
-Predictions are made in one process from the run's checkpoint (written under any layout).
+Predictions are made from the run's checkpoint (written under any layout) by a model whole in
+each process; the ranks of a launch share the batches, and the first writes the scores.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Optional
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.files import checked_output_file, publish_files
-from megatron_seqpt.runtime import distributed
+from megatron_seqpt.runtime import distributed, launch_env
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.tasks import metrics as task_metrics
 from megatron_seqpt.tasks import predict
@@ -158,8 +159,9 @@ def evaluate_run(run_dir: str | Path, *, test_file: Optional[str] = None,
               "data": source,
               **report(workload.kind, examples, predictions, train, workload.labels,
                        loaded.config.task.eval_examples)}
-    publish_files({output: (json.dumps(result, indent=1, ensure_ascii=False) + "\n"
-                            ).encode("utf-8")})
+    if launch_env.detect().rank == 0:  # every rank has the whole result
+        publish_files({output: (json.dumps(result, indent=1, ensure_ascii=False) + "\n"
+                                ).encode("utf-8")})
     return result
 
 

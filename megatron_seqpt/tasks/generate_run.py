@@ -1,5 +1,6 @@
-"""Text generation with a T5 run (pre-trained or fine-tuned): its checkpoint loaded into one
-process, sources tokenized as in training, generated ids decoded to text."""
+"""Text generation with a T5 run (pre-trained or fine-tuned): its checkpoint loaded whole into
+each process (the ranks of a launch share the batches), sources tokenized as in training,
+generated ids decoded to text."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from megatron_seqpt.errors import UserError
-from megatron_seqpt.runtime import distributed
+from megatron_seqpt.runtime import distributed, launch_env
 from megatron_seqpt.tasks.generation import GenerationConfig, generate
 from megatron_seqpt.tasks.pretrained import find_pretrained
 from megatron_seqpt.tasks.run_model import load_run
@@ -35,7 +36,7 @@ def _cut(sources: list[list[int]], seq_length: int) -> list[list[int]]:
     """Each source's first ``seq_length`` tokens, as fine-tuning read them; a note on stderr
     (stdout may carry the output) says how many were longer."""
     longer = [number for number, ids in enumerate(sources, 1) if len(ids) > seq_length]
-    if longer:
+    if longer and launch_env.detect().rank == 0:
         print(f"[seqpt] note: {len(longer)} of {len(sources)} sources are longer than the "
               f"{seq_length} tokens the model reads (data.seq_length) and were cut to their "
               f"first {seq_length} (first: source {longer[0]})", file=sys.stderr, flush=True)

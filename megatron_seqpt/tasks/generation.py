@@ -1,7 +1,7 @@
 """Batched text generation with the project's T5 model: greedy and beam search.
 
 Sources are sorted by length and batched (less padding); each batch runs the encoder once, then
-the decoder one token per step. With the cache (the default) a step runs megatron-core's own
+the decoder one token per step. The ranks of a launch share the batches (``rank_share``). With the cache (the default) a step runs megatron-core's own
 embedding (at the token's position), decoder block and output head on the newest tokens only:
 megatron-core's static inference context keeps the self-attention keys and values, and the
 decoder's cross-attention (models/decoder_cache.py) keeps its keys and values, computed from the
@@ -27,6 +27,7 @@ from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.decoder_cache import CachedCrossAttention, DecoderInferenceContext
 from megatron_seqpt.runtime import cpu_compat
+from megatron_seqpt.runtime.rank_share import batches_of_this_rank, gathered
 
 Mask = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
@@ -59,24 +60,28 @@ def generate(model: torch.nn.Module, sources: list[list[int]], *, bos: int, eos:
              config: GenerationConfig, vocab_size: Optional[int] = None) -> list[list[int]]:
     """Generated ids per source, without the start token and the final eos; stops at eos or
     after ``config.max_new_tokens``. ``vocab_size``: the tokenizer's (ids from there on are
-    never generated). Runs in eval mode without gradients; the model's mode is restored."""
+    never generated). Runs in eval mode without gradients; the model's mode is restored. In a
+    process group every data-parallel rank calls it with the same sources: they share the
+    batches and each returns all the results."""
     t5 = _unwrapped(model)
     tokens = _Tokens(bos, eos, pad, vocab_size)
     _check(t5, sources, tokens, config)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
-    results: list[list[int]] = [[] for _ in sources]
+    batches = [order[start:start + config.batch_size]
+               for start in range(0, len(order), config.batch_size)]
+    results: dict[int, list[int]] = {}
     training = t5.training
     t5.eval()
     try:
         with torch.inference_mode(), cpu_compat.suspended():
-            for start in range(0, len(order), config.batch_size):
-                batch = order[start:start + config.batch_size]
+            for number in batches_of_this_rank(len(batches)):
+                batch = batches[number]
                 outputs = _generate_batch(t5, [sources[i] for i in batch], tokens, config)
-                for i, output in zip(batch, outputs):
-                    results[i] = output
+                results.update(zip(batch, outputs))
     finally:
         t5.train(training)
-    return results
+    results = gathered(results)
+    return [results[i] for i in range(len(sources))]
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
@@ -90,7 +95,8 @@ def _check(t5: torch.nn.Module, sources: list[list[int]], tokens: _Tokens,
     if not isinstance(t5, T5Model) or not (t5.pre_process and t5.post_process):
         raise ValueError(f"generation needs a whole megatron-core T5Model, got {type(t5).__name__}")
     if parallel_state.get_tensor_model_parallel_world_size() != 1:
-        raise ValueError("generation runs without tensor parallelism (one process)")
+        raise ValueError("generation runs without tensor parallelism (each rank holds the "
+                         "whole model)")
     if tokens.pad != 0:
         raise ValueError("megatron-core's T5 masks take id 0 as padding; pad must be 0")
     if config.use_cache and not all(isinstance(layer.cross_attention, CachedCrossAttention)

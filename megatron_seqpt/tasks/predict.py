@@ -1,13 +1,15 @@
 """Predictions of a task model for scoring: label names per example (classification), tag
-names per word (tagging), generated text (seq2seq). Runs in one process (evaluation needs no
-model parallelism; checkpoints reshard to it)."""
+names per word (tagging), generated text (seq2seq). The model is whole in each process
+(evaluation needs no model parallelism; checkpoints reshard to it); the ranks of a launch share
+the batches."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 
+from megatron_seqpt.runtime.rank_share import batches_of_this_rank, gathered
 from megatron_seqpt.tasks.config import GenerationSettings
 from megatron_seqpt.tasks.datasets import PAD_MULTIPLE, encoder_collate
 from megatron_seqpt.tasks.features import Features
@@ -15,40 +17,45 @@ from megatron_seqpt.tasks.generation import GenerationConfig, generate
 from megatron_seqpt.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 
 BATCH_SIZE = 32
+T = TypeVar("T")
 
 
 @torch.no_grad()
-def _logits(model: torch.nn.Module, features: Sequence[Features], seq_length: int,
-            device: torch.device) -> list[torch.Tensor]:
-    """Per example: its logits ([labels], or [length, labels] for tagging), on the CPU."""
+def _per_example(model: torch.nn.Module, features: Sequence[Features], seq_length: int,
+                 device: torch.device, read: Callable[[torch.Tensor, int], T]) -> list[T]:
+    """``read(logits, index)`` of each example (its logits: [labels], or [length, labels] for
+    tagging), in the order given. Batched in length order (least padding); the ranks of a
+    launch share the batches (``rank_share``)."""
     collate = encoder_collate(PAD_MULTIPLE, seq_length)
-    # Batched in length order (least padding), returned in the order given.
     order = sorted(range(len(features)), key=lambda i: len(features[i]["text"]))
-    out: list[torch.Tensor] = [None] * len(features)
-    for start in range(0, len(order), BATCH_SIZE):
-        chunk = order[start:start + BATCH_SIZE]
+    batches = [order[start:start + BATCH_SIZE] for start in range(0, len(order), BATCH_SIZE)]
+    out: dict[int, T] = {}
+    for number in batches_of_this_rank(len(batches)):
+        chunk = batches[number]
         batch = collate([features[i] for i in chunk])
         logits = model(batch["text"].to(device), batch["padding_mask"].to(device)).float().cpu()
         for row, i in enumerate(chunk):
-            out[i] = logits[row]
-    return out
+            out[i] = read(logits[row], i)
+    out = gathered(out)
+    return [out[i] for i in range(len(features))]
 
 
 def predict_labels(model: torch.nn.Module, features: Sequence[Features], labels: Sequence[str],
                    seq_length: int, device: torch.device) -> list[str]:
-    return [labels[int(row.argmax())] for row in _logits(model, features, seq_length, device)]
+    return _per_example(model, features, seq_length, device,
+                        lambda row, _: labels[int(row.argmax())])
 
 
 def predict_tags(model: torch.nn.Module, features: Sequence[Features], labels: Sequence[str],
                  seq_length: int, device: torch.device, fallback: str) -> list[list[str]]:
     """A tag per word, read at the word's first piece; ``fallback`` for words without one (cut
     off by truncation, or sharing a piece with the previous word)."""
-    tags = []
-    for row, feature in zip(_logits(model, features, seq_length, device), features):
+    def tags(row: torch.Tensor, index: int) -> list[str]:
         best = row.argmax(-1)
-        tags.append([labels[int(best[p])] if p >= 0 else fallback
-                     for p in feature["word_positions"]])
-    return tags
+        return [labels[int(best[p])] if p >= 0 else fallback
+                for p in features[index]["word_positions"]]
+
+    return _per_example(model, features, seq_length, device, tags)
 
 
 def generate_text(model: torch.nn.Module, features: Sequence[Features],

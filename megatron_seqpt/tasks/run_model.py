@@ -1,5 +1,6 @@
-"""A run's checkpoint loaded into its model in this one process: what scoring, generation and
-export start from. A checkpoint written under any TP/PP/DP layout reshards to it."""
+"""A run's checkpoint loaded into its whole model in this process (one per rank of a launch, no
+model parallelism): what scoring, generation and export start from. A checkpoint written under
+any TP/PP/DP layout reshards to it."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class LoadedRun:
     """A run's model in this process (in evaluation mode), with what describes it."""
 
     model: torch.nn.Module
-    # The run's config with the one-process layout it was loaded under.
+    # The run's config with the layout it was loaded under (no model parallelism).
     config: RunConfig
     meta: dict
     checkpoint: Path
@@ -41,8 +42,8 @@ def load_run(found: PretrainedRun, transformer_impl: Optional[str] = None,
              precision: Optional[str] = None) -> LoadedRun:
     """Build the run's model (a task model for a fine-tuned run) and load its checkpoint.
     ``transformer_impl`` and ``precision`` default to the run's settings as this machine
-    resolves them. Starts this process's one-rank process group: the caller ends it
-    (``distributed.shutdown()``) when done with the model."""
+    resolves them. Starts the process group (one rank, or the launch's ranks as data-parallel
+    replicas): the caller ends it (``distributed.shutdown()``) when done with the model."""
     config = dataclasses.replace(found.config, parallel=ParallelConfig())
     ctx = distributed.initialize(config.parallel, config.model, config.train.seed)
     impl = choose_impl(transformer_impl or config.model.transformer_impl,

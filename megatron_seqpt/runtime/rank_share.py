@@ -1,0 +1,44 @@
+"""Inference shared by the data-parallel ranks of a launch: scoring and generation batch their
+inputs as one process does, each rank takes every world-th batch, and every rank gets all the
+results back. The batches are the ones a single process makes, so the results are the same as
+its, whatever the number of ranks; outside a process group a rank has every batch."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+T = TypeVar("T")
+
+
+def _group() -> Any:
+    """The ranks that share the work (the data-parallel group: inference runs unsharded), or
+    None outside a process group."""
+    if not dist.is_initialized():
+        return None
+    if parallel_state.model_parallel_is_initialized():
+        return parallel_state.get_data_parallel_group()
+    return dist.group.WORLD
+
+
+def batches_of_this_rank(count: int) -> range:
+    """The indices of this rank's batches out of ``count``."""
+    group = _group()
+    if group is None:
+        return range(count)
+    return range(dist.get_rank(group), count, dist.get_world_size(group))
+
+
+def gathered(results: dict[int, T]) -> dict[int, T]:
+    """Every rank's ``results`` (keyed by input index) merged, on every rank."""
+    group = _group()
+    if group is None or dist.get_world_size(group) == 1:
+        return results
+    parts: list[dict[int, T]] = [{} for _ in range(dist.get_world_size(group))]
+    dist.all_gather_object(parts, results, group=group)
+    merged: dict[int, T] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
