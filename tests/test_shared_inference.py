@@ -130,3 +130,29 @@ def test_a_multi_rank_finetune_scores_its_model_at_the_end(recipe_root, ranks, t
     scores = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
     assert scores["step"] == 2 and scores["task"] == "classification"
     assert scores["examples_scored"] > 0
+
+
+def _generate_command(run_dir: str, text: str, output: str) -> int:
+    """(Runs in a rank process.) ``seqpt generate --input -`` with stdin as a launcher hands it
+    on: the text to the first rank, nothing to the others (srun's default; under torchrun
+    every rank shares one pipe, and which reads what is chance)."""
+    import io
+    import os
+    import sys
+
+    sys.stdin = io.StringIO(text if os.environ["RANK"] == "0" else "")
+    return cli.main(["generate", "--run-dir", run_dir, "--input", "-", "--max-new-tokens", "3",
+                     "--batch-size", "8", "--output", output])
+
+
+def test_generation_from_stdin_under_a_launch_uses_the_first_ranks_sources(tuned, ranks,
+                                                                           tmp_path):
+    """Each rank read stdin for itself: the one that got nothing generated for no source and
+    the ranks' shares of the batches did not fit together."""
+    text = "".join(f"{source}\n" for source in SOURCES)
+    run_dir = str(tuned["restore"])
+    assert ranks.run(_generate_command, 1, run_dir, text, str(tmp_path / "one.txt")) == [0]
+    assert ranks.run(_generate_command, 2, run_dir, text, str(tmp_path / "two.txt")) == [0, 0]
+    one = (tmp_path / "one.txt").read_text(encoding="utf-8")
+    assert one.count("\n") == len(SOURCES)
+    assert (tmp_path / "two.txt").read_text(encoding="utf-8") == one

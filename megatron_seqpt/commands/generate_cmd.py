@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--length-penalty {args.length_penalty} ranks no beam; give a "
                         "number (1.0: the log-probability per token)")
     output = checked_output_file(Path(args.output)) if args.output else None
-    sources, records = _read(args.input)
+    first = launch_env.detect().rank == 0
+    # stdin reaches one process of a launch: the first rank reads it and hands the sources on.
+    sources, records = _read(args.input) if first or args.input != "-" else (None, None)
     generated = generate_from_run(args.run, sources, GenerationConfig(
         beam_size=args.beam_size, length_penalty=args.length_penalty,
         max_new_tokens=args.max_new_tokens, use_cache=not args.no_cache,
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         lines = [g.replace("\n", " ") for g in generated]
     text = "".join(line + "\n" for line in lines)
-    if launch_env.detect().rank != 0:  # every rank has the whole output
+    if not first:  # every rank has the whole output
         return 0
     if output:
         publish_files({output: text.encode("utf-8")})

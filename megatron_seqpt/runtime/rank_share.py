@@ -23,6 +23,17 @@ def _group() -> Any:
     return dist.group.WORLD
 
 
+def from_first_rank(value: T) -> T:
+    """The first rank's ``value`` on every rank: inputs only it could read (stdin, which a
+    launcher hands to one process)."""
+    group = _group()
+    if group is None or dist.get_world_size(group) == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=dist.get_global_rank(group, 0), group=group)
+    return box[0]
+
+
 def batches_of_this_rank(count: int) -> range:
     """The indices of this rank's batches out of ``count``."""
     group = _group()

@@ -10,19 +10,24 @@ from typing import Optional, Sequence
 
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.runtime import distributed, launch_env
+from megatron_seqpt.runtime.rank_share import from_first_rank
 from megatron_seqpt.tasks.generation import GenerationConfig, generate
 from megatron_seqpt.tasks.pretrained import find_pretrained
 from megatron_seqpt.tasks.run_model import load_run
 
 
-def generate_from_run(run_dir: str | Path, sources: Sequence[str], config: GenerationConfig,
-                      step: Optional[int] = None) -> list[str]:
+def generate_from_run(run_dir: str | Path, sources: Optional[Sequence[str]],
+                      config: GenerationConfig, step: Optional[int] = None) -> list[str]:
+    """The text generated for each source. Under a launch of several ranks every rank calls it
+    and gets all of it; the sources are the first rank's (the others may pass None: stdin
+    reaches one process of a launch)."""
     found = find_pretrained(run_dir, step)
     if found.kind != "t5":
         raise UserError(f"{found.checkpoint} holds a model.kind={found.kind} model; generation "
                         "needs a T5 run")
     try:
         loaded = load_run(found)
+        sources = from_first_rank(sources)
         tokenizer = loaded.tokenizer
         ids = _cut(list(map(tokenizer.tokenize, sources)), loaded.config.data.seq_length)
         generated = generate(loaded.model, ids, bos=tokenizer.bos, eos=tokenizer.eos,
