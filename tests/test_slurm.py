@@ -1,6 +1,7 @@
 """The sbatch scripts on a real one-node SLURM cluster: a 2-task CPU job over gloo is sent the
 time-limit signal mid-run, checkpoints, requeues itself, resumes and ends with the losses of an
-uninterrupted job; two job steps of one allocation run at once, each in a world of its own."""
+uninterrupted job; a 2-task reproduction runs two stages in one job step; two job steps of one
+allocation run at once, each in a world of its own."""
 
 from __future__ import annotations
 
@@ -120,6 +121,29 @@ with open(out, "w") as f:
     json.dump({"world": ctx.world_size, "sum": total.item()}, f)
 distributed.shutdown()
 """
+
+
+def test_a_reproduction_runs_its_stages_in_one_two_task_job_step(cluster, tmp_path):
+    """The stages of one command share the job step's process group: a pre-training stage,
+    then a fine-tuning stage (training, then scoring shared by the two tasks), as a whole
+    reproduction or reproduce_stage.sbatch runs them. Each stage used to start a group of its
+    own, and the second read the first one's rendezvous keys and failed to connect."""
+    output = tmp_path / "repro"
+    stages = ["pretrain/t5_scratch", "finetune/t5_scratch/seq2seq_full/seed1"]
+    script = tmp_path / "reproduce.sbatch"
+    script.write_text(
+        "#!/usr/bin/env bash\n#SBATCH --nodes=1\n#SBATCH --ntasks=2\n#SBATCH --overcommit\n"
+        f"srun {sys.executable} -m megatron_seqpt.cli reproduce --output-dir {output} "
+        f"--scale micro --seeds 1 train.micro_batch_size=4 --only {' '.join(stages)}\n")
+    log = tmp_path / "reproduce.out"
+    job = cluster.run("sbatch", "--parsable", f"--output={log}", str(script),
+                      cwd=REPO).strip()
+    _wait_until(lambda: _finished(cluster, job, log), 600, f"job {job} to complete", cluster)
+    written = log.read_text()
+    assert set(json.loads((output / "timings.json").read_text())) == set(stages), written
+    scores = json.loads((output / stages[1] / "eval.json").read_text())
+    assert scores["task"] == "seq2seq" and scores["examples_scored"] > 0
+    assert "world=2" in written
 
 
 def test_concurrent_job_steps_train_in_worlds_of_their_own(cluster, tmp_path):
