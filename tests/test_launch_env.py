@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from megatron_seqpt.runtime.launch_env import LaunchError, detect, first_host
+from megatron_seqpt.runtime.launch_env import LaunchError, detect, first_host, process_rank
 
 
 def test_single_process_without_launcher():
@@ -94,3 +94,35 @@ def test_bad_launcher_values_are_named():
         detect({"RANK": "4", "WORLD_SIZE": "4", "MASTER_ADDR": "a", "MASTER_PORT": "1"})
     with pytest.raises(LaunchError, match="MASTER_ADDR"):
         detect({"RANK": "0", "WORLD_SIZE": "2"})
+
+
+def _log_before_any_process_group() -> str:
+    """(Runs in a rank process.) What a run-log line prints on this rank before the command
+    starts its process group (the recipes' first lines, a preprocessing step)."""
+    import contextlib
+    import io
+
+    import torch.distributed as dist
+
+    from megatron_seqpt.runtime import distributed
+    from megatron_seqpt.runtime.log import log
+
+    if dist.is_initialized():  # kept from an earlier world of these rank processes
+        distributed.close()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        log("hello")
+    return printed.getvalue()
+
+
+def test_run_log_lines_come_from_the_first_rank_before_a_process_group_exists(ranks):
+    """Every rank of a launch printed them ("6 of 6 stages to run" once per rank)."""
+    assert ranks.run(_log_before_any_process_group, 2) == ["[seqpt] hello\n", ""]
+
+
+@pytest.mark.parametrize("env, rank", [
+    ({}, 0), ({"RANK": "3", "WORLD_SIZE": "4"}, 3), ({"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}, 2),
+    ({"RANK": "1", "WORLD_SIZE": "2", "SLURM_PROCID": "5", "SLURM_NTASKS": "8"}, 1)])
+def test_the_rank_a_launcher_gave_is_detect_s(env, rank):
+    full = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", **env} if env else env
+    assert process_rank(full) == detect(full).rank == rank

@@ -59,6 +59,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_rank(env: Mapping[str, str] | None = None) -> int:
+    """This process's rank as its launcher set it (``detect``'s, 0 outside a launch), read
+    without the rest of ``detect``'s work: for run-log lines before a process group exists."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return _int(env, "RANK")
+    if "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
+        return _int(env, "SLURM_PROCID")
+    return 0
+
+
 def detect(env: Mapping[str, str] | None = None) -> LaunchEnv:
     """Read the launch environment; torchrun's variables win over SLURM's."""
     env = os.environ if env is None else env
