@@ -206,6 +206,33 @@ def test_export_of_a_parallel_checkpoint_equals_the_one_process_export(name, lay
         assert torch.equal(tensor, ref[key]), key
 
 
+def _export_command(run: str, output: str) -> tuple[int, str]:
+    """(Runs in a rank process.) ``seqpt export hf`` as torchrun starts it on each rank: its
+    exit status and what it printed."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = cli.main(["export", "hf", "--run-dir", run, "--output", output])
+    return status, printed.getvalue()
+
+
+def test_under_a_launch_of_two_ranks_the_first_writes_the_export(runs, exported, ranks,
+                                                                 tmp_path):
+    """Every rank exported and published the same directory, each replacing the one before."""
+    (status0, printed0), (status1, printed1) = ranks.run(
+        _export_command, 2, str(runs["encoder"]), str(tmp_path / "hf"))
+    assert status0 == status1 == 0
+    assert "wrote" in printed0 and printed1 == "", (printed0, printed1)
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no staging directory left
+    ref = load_file(exported["encoder"] / "model.safetensors")
+    got = load_file(tmp_path / "hf" / "model.safetensors")
+    assert got.keys() == ref.keys()
+    for key, tensor in got.items():
+        assert torch.equal(tensor, ref[key]), key
+
+
 def _plain_tensors(checkpoint: Path) -> dict:
     from megatron.core import dist_checkpointing
 

@@ -5,7 +5,8 @@
 MLM encoders (also extracted and continued ones) become MegatronBertForMaskedLM, fine-tuned
 classifiers and taggers MegatronBertFor{Sequence,Token}Classification, T5 runs (pre-trained or
 fine-tuned) BlenderbotForConditionalGeneration; with a fast tokenizer, safetensors weights and
-a model card. Any training layout; runs as one process.
+a model card. Any training layout; one process (under a launch of several ranks the first
+writes it).
 """
 
 import argparse
@@ -28,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from megatron_seqpt.export.hf_export import export_hf
+    from megatron_seqpt.runtime import launch_env
 
     path = export_hf(Path(args.run), Path(args.output), args.step, args.expect, args.force)
-    print(f"wrote {path}; load it with transformers' AutoTokenizer / AutoModel* "
-          f".from_pretrained('{path}') (see {path}/README.md)")
+    if launch_env.detect().rank == 0:  # the rank that wrote it
+        print(f"wrote {path}; load it with transformers' AutoTokenizer / AutoModel* "
+              f".from_pretrained('{path}') (see {path}/README.md)")
     return 0

@@ -1,12 +1,13 @@
 """``seqpt export hf``: a run's checkpoint as a Hugging Face model directory.
 
 The checkpoint (written under any TP/PP/DP layout; megatron-core reshards it) is loaded into
-the model built in one process, its tensors are renamed and split (export/hf_layout.py) into
-the matching transformers class, and the result is checked against the project's own model on
-text of the built-in corpus before anything is published. The directory is written under a
-temporary name and renamed when complete: safetensors weights, config.json,
-generation_config.json (seq2seq), the fast tokenizer, the sentencepiece model, README.md (a
-model card) and seqpt_export.json (where it came from, and the check's result).
+the model built whole in each process, its tensors are renamed and split (export/hf_layout.py)
+into the matching transformers class, and the result is checked against the project's own
+model on text of the built-in corpus before anything is published (under a launch of several
+ranks, by the first). The directory is written under a temporary name and renamed when
+complete: safetensors weights, config.json, generation_config.json (seq2seq), the fast
+tokenizer, the sentencepiece model, README.md (a model card) and seqpt_export.json (where it
+came from, and the check's result).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from megatron_seqpt.export.hf_tokenizer import hf_tokenizer
 from megatron_seqpt.export.model_card import model_card
 from megatron_seqpt.export.parity import max_logit_difference
 from megatron_seqpt.files import check_new_output, staged_output
-from megatron_seqpt.runtime import distributed
+from megatron_seqpt.runtime import distributed, launch_env
 from megatron_seqpt.runtime.log import log
 from megatron_seqpt.tasks.config import FinetuneConfig
 from megatron_seqpt.tasks.pretrained import find_pretrained
@@ -186,6 +187,8 @@ def _write(loaded: LoadedRun, output: Path, expect: Optional[str]) -> Path:
     if precision == "bf16":
         hf_model = hf_model.to(torch.bfloat16)
     max_new = config.data.decoder_seq_length if architecture == hf_config.SEQ2SEQ_CLASS else 0
+    if launch_env.detect().rank != 0:  # under a launch of several ranks the first writes
+        return output
     with staged_output(output) as staging:
         hf_model.save_pretrained(staging, safe_serialization=True)
         if architecture == hf_config.SEQ2SEQ_CLASS:
