@@ -1,6 +1,7 @@
 """``seqpt export hf``: a run's model as a Hugging Face directory.
 
-    seqpt export hf --run-dir RUN_DIR [--step N] --output DIR [--as encoder|classifier|tagger|seq2seq]
+    seqpt export hf --run-dir RUN_DIR [--step N] --output DIR
+        [--as encoder|classifier|tagger|seq2seq]
 
 MLM encoders (also extracted and continued ones) become MegatronBertForMaskedLM, fine-tuned
 classifiers and taggers MegatronBertFor{Sequence,Token}Classification, T5 runs (pre-trained or

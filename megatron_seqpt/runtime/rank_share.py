@@ -5,7 +5,7 @@ its, whatever the number of ranks; outside a process group a rank has every batc
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import torch.distributed as dist
 from megatron.core import parallel_state
@@ -34,7 +34,20 @@ def from_first_rank(value: T) -> T:
     return box[0]
 
 
-def batches_of_this_rank(count: int) -> range:
+def shared_batches(order: list[int], batch_size: int,
+                   run: Callable[[list[int]], Iterable[T]]) -> list[T]:
+    """The result of each input, in input order: ``order`` (a permutation of the inputs'
+    indices) is cut into batches of ``batch_size`` as one process cuts it, ``run(batch)`` gives
+    one result per index of its batch, and the ranks share the batches."""
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    results: dict[int, T] = {}
+    for number in _batches_of_this_rank(len(batches)):
+        results.update(zip(batches[number], run(batches[number])))
+    results = _gathered(results)
+    return [results[i] for i in range(len(order))]
+
+
+def _batches_of_this_rank(count: int) -> range:
     """The indices of this rank's batches out of ``count``."""
     group = _group()
     if group is None:
@@ -42,7 +55,7 @@ def batches_of_this_rank(count: int) -> range:
     return range(dist.get_rank(group), count, dist.get_world_size(group))
 
 
-def gathered(results: dict[int, T]) -> dict[int, T]:
+def _gathered(results: dict[int, T]) -> dict[int, T]:
     """Every rank's ``results`` (keyed by input index) merged, on every rank."""
     group = _group()
     if group is None or dist.get_world_size(group) == 1:

@@ -14,6 +14,7 @@ from megatron_seqpt.config.schema import (
     OptimConfig,
     RunConfig,
     TrainConfig,
+    require_at_least,
     require_in,
 )
 from megatron_seqpt.tasks.examples import TaskKind
@@ -94,9 +95,7 @@ class TaskConfig:
         require_in(self, 0, 1, "head_dropout")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ConfigError("labels must be distinct", key="labels")
-        if self.eval_examples < 0:
-            raise ConfigError(f"must be at least 0, got {self.eval_examples}",
-                              key="eval_examples")
+        require_at_least(self, 0, "eval_examples")
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """Batched text generation with the project's T5 model: greedy and beam search.
 
-Sources are sorted by length and batched (less padding); each batch runs the encoder once, then
-the decoder one token per step. The ranks of a launch share the batches (``rank_share``). With the cache (the default) a step runs megatron-core's own
-embedding (at the token's position), decoder block and output head on the newest tokens only:
-megatron-core's static inference context keeps the self-attention keys and values, and the
-decoder's cross-attention (models/decoder_cache.py) keeps its keys and values, computed from the
-encoder output at the first step. Without the cache every step runs ``T5Model.forward`` over
-the whole prefix: the reference the cache is tested against.
+Sources are sorted by length and batched (less padding; the ranks of a launch share the
+batches, ``rank_share``); each batch runs the encoder once, then the decoder one token per step.
+With the cache (the default) a step runs megatron-core's own embedding (at the token's
+position), decoder block and output head on the newest tokens only: megatron-core's static
+inference context keeps the self-attention keys and values, and the decoder's cross-attention
+(models/decoder_cache.py) keeps its keys and values, computed from the encoder output at the
+first step. Without the cache every step runs ``T5Model.forward`` over the whole prefix: the
+reference the cache is tested against.
 
 Rows whose source is finished leave the batch. Pad and the decoder start token are never
 generated, nor ids past the tokenizer's vocabulary (the model's is padded).
@@ -27,7 +28,7 @@ from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron_seqpt.errors import UserError
 from megatron_seqpt.models.decoder_cache import CachedCrossAttention, DecoderInferenceContext
 from megatron_seqpt.runtime import cpu_compat
-from megatron_seqpt.runtime.rank_share import batches_of_this_rank, gathered
+from megatron_seqpt.runtime.rank_share import shared_batches
 
 Mask = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
@@ -67,21 +68,14 @@ def generate(model: torch.nn.Module, sources: list[list[int]], *, bos: int, eos:
     tokens = _Tokens(bos, eos, pad, vocab_size)
     _check(t5, sources, tokens, config)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
-    batches = [order[start:start + config.batch_size]
-               for start in range(0, len(order), config.batch_size)]
-    results: dict[int, list[int]] = {}
     training = t5.training
     t5.eval()
     try:
         with torch.inference_mode(), cpu_compat.suspended():
-            for number in batches_of_this_rank(len(batches)):
-                batch = batches[number]
-                outputs = _generate_batch(t5, [sources[i] for i in batch], tokens, config)
-                results.update(zip(batch, outputs))
+            return shared_batches(order, config.batch_size, lambda batch: _generate_batch(
+                t5, [sources[i] for i in batch], tokens, config))
     finally:
         t5.train(training)
-    results = gathered(results)
-    return [results[i] for i in range(len(sources))]
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:

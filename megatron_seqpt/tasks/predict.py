@@ -9,7 +9,7 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from megatron_seqpt.runtime.rank_share import batches_of_this_rank, gathered
+from megatron_seqpt.runtime.rank_share import shared_batches
 from megatron_seqpt.tasks.config import GenerationSettings
 from megatron_seqpt.tasks.datasets import PAD_MULTIPLE, encoder_collate
 from megatron_seqpt.tasks.features import Features
@@ -28,16 +28,13 @@ def _per_example(model: torch.nn.Module, features: Sequence[Features], seq_lengt
     launch share the batches (``rank_share``)."""
     collate = encoder_collate(PAD_MULTIPLE, seq_length)
     order = sorted(range(len(features)), key=lambda i: len(features[i]["text"]))
-    batches = [order[start:start + BATCH_SIZE] for start in range(0, len(order), BATCH_SIZE)]
-    out: dict[int, T] = {}
-    for number in batches_of_this_rank(len(batches)):
-        chunk = batches[number]
+
+    def run(chunk: list[int]) -> list[T]:
         batch = collate([features[i] for i in chunk])
         logits = model(batch["text"].to(device), batch["padding_mask"].to(device)).float().cpu()
-        for row, i in enumerate(chunk):
-            out[i] = read(logits[row], i)
-    out = gathered(out)
-    return [out[i] for i in range(len(features))]
+        return [read(logits[row], i) for row, i in enumerate(chunk)]
+
+    return shared_batches(order, BATCH_SIZE, run)
 
 
 def predict_labels(model: torch.nn.Module, features: Sequence[Features], labels: Sequence[str],
